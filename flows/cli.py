@@ -1,0 +1,155 @@
+"""The `retrain` command line (also `python -m flows`)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Scheduled and drift-triggered retraining.")
+JSON_KEYS = (
+    "promoted", "model_name", "model_version", "decision", "metrics", "baseline_metrics",
+    "champion_metrics", "mlflow_run_id", "prefect_flow_run_id",
+)
+EXIT_BAD_INPUT, EXIT_FAILURE = 2, 1
+
+
+@app.callback()
+def _commands() -> None:
+    """Scheduled and drift-triggered retraining on Prefect and MLflow."""
+
+
+def use_local_defaults() -> None:
+    """Without a Prefect API, keep Prefect's ephemeral database under `.retrain/` too.
+
+    Must run before Prefect is imported: its settings are read then.
+    """
+    if not os.environ.get("PREFECT_API_URL") and not os.environ.get("PREFECT_HOME"):
+        home = Path(".retrain", "prefect").resolve()
+        home.mkdir(parents=True, exist_ok=True)
+        os.environ["PREFECT_HOME"] = str(home)
+    # The ephemeral API server logs harmless errors while it shuts down; keep them off the console.
+    os.environ.setdefault("PREFECT_SERVER_LOGGING_LEVEL", "CRITICAL")
+
+
+class _HideBadInput(logging.Filter):
+    """Drop Prefect's console records about a BadInputError: the CLI prints the message itself."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from tasks.errors import BadInputError
+
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, BadInputError):
+            return False
+        text = record.getMessage()
+        return not any(name in text for name in ("BadInputError", "DataError(", "ConfigError("))
+
+
+def quiet_bad_input_on_console() -> None:
+    """Attach `_HideBadInput` to Prefect's console handlers (API logs keep the full record)."""
+    import prefect.logging.handlers as handlers
+
+    for logger in [logging.getLogger(n) for n in ("prefect", "prefect.flow_runs", "prefect.task_runs")]:
+        for handler in logger.handlers:
+            if isinstance(handler, handlers.PrefectConsoleHandler):
+                handler.addFilter(_HideBadInput())
+
+
+def fail(message: str, code: int, debug: bool) -> None:
+    """Print the error paragraph (with the traceback under --debug) and exit."""
+    console = Console(stderr=True)
+    if debug:
+        console.print_exception()
+    console.print(f"[bold red]Error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def run_guarded(func: Any, debug: bool) -> Any:
+    """Call `func`, mapping bad input to exit 2 and any other failure to exit 1."""
+    from tasks.errors import BadInputError
+
+    try:
+        return func()
+    except BadInputError as exc:
+        fail(exc.message, EXIT_BAD_INPUT, debug)
+    except (KeyboardInterrupt, typer.Exit):
+        raise
+    except Exception as exc:  # noqa: BLE001 - every other failure is exit 1 with its reason
+        fail(f"the run failed: {type(exc).__name__}: {exc}", EXIT_FAILURE, debug)
+
+
+def load(config_path: Path, data: str | None) -> Any:
+    """Load the config and apply `--data` / `RETRAIN_DATA`."""
+    from tasks.config import DataConfig, load_config
+
+    config = load_config(config_path)
+    override = data or os.environ.get("RETRAIN_DATA")
+    if override:
+        config = config.model_copy(update={"data": DataConfig(source=override)})
+    return config
+
+
+def print_summary(result: dict[str, Any]) -> None:
+    """The human summary: leaderboard, baseline, champion, decision, where to look."""
+    console = Console()
+    metric = result["metric"]
+    table = Table(title=f"Leaderboard (validation {metric})")
+    for column in ("rank", "candidate", f"validation_{metric}", "trials", "best_params"):
+        table.add_column(column)
+    for row in result["leaderboard"]:
+        table.add_row(*(str(row[c]) for c in ("rank", "candidate", f"validation_{metric}", "trials", "best_params")))
+    console.print(table)
+    tests = Table(title="Test window")
+    tests.add_column("model")
+    for name in result["metrics"]:
+        tests.add_column(name)
+    rows = [(f"challenger ({result['best_candidate']}) v{result['model_version']}", result["metrics"]),
+            ("baseline", result["baseline_metrics"])]
+    if result["champion_metrics"]:
+        rows.append((f"champion v{result['champion_version']}", result["champion_metrics"]))
+    for label, values in rows:
+        tests.add_row(label, *(f"{values[k]:.4f}" for k in result["metrics"]))
+    console.print(tests)
+    verdict = "[bold green]PROMOTED[/]" if result["promoted"] else "[bold yellow]NOT PROMOTED[/]"
+    console.print(f"{verdict} {result['model_name']} v{result['model_version']}: {result['decision']}")
+    from tasks.tracking import tracking_uri
+
+    console.print(
+        f"MLflow: run {result['mlflow_run_id']} in {tracking_uri()} "
+        f"(see it with `mlflow ui --backend-store-uri {tracking_uri()}`)\n"
+        f"Prefect: flow run {result['prefect_flow_run_id']} (`prefect server start` shows it)",
+        highlight=False, soft_wrap=True,
+    )
+
+
+@app.command()
+def run(
+    config: Path = typer.Option(..., "--config", "-c", help="YAML pipeline config."),
+    data: str = typer.Option(None, "--data", help="Local copy of the data; overrides data.source."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object as the last line."),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
+) -> None:
+    """Retrain: ingest, validate, tune, evaluate and maybe promote a new champion."""
+    use_local_defaults()
+    pipeline_config = run_guarded(lambda: load(config, data), debug)
+    from flows.retrain import retrain_flow
+
+    if not debug:
+        quiet_bad_input_on_console()
+    result = run_guarded(lambda: retrain_flow(pipeline_config), debug)
+    if as_json:
+        sys.stdout.write(json.dumps({k: result[k] for k in JSON_KEYS}, default=str) + "\n")
+    else:
+        print_summary(result)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

@@ -1,0 +1,248 @@
+"""Pipeline configuration: one pydantic model per concern, validated once.
+
+A config file needs only `name`, `task`, `target` and `data.source`; every other setting has one
+default here. `${VAR}` anywhere in the YAML is read from the environment so secrets never sit in
+the file, and `redacted()` gives the copy that may be logged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from tasks.errors import ConfigError
+
+REGRESSION_METRICS = {"rmse": "minimize", "mae": "minimize", "mape": "minimize", "r2": "maximize"}
+CLASSIFICATION_METRICS = {
+    "accuracy": "maximize",
+    "f1_macro": "maximize",
+    "roc_auc": "maximize",
+    "log_loss": "minimize",
+}
+CANDIDATES = {
+    "regression": ("linear", "random_forest", "hist_gradient_boosting"),
+    "classification": ("logistic", "random_forest", "hist_gradient_boosting"),
+}
+_ENV_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DataConfig(_Section):
+    """Where the data comes from.
+
+    `source` is a CSV or Parquet path, an http(s) URL (CSV, Parquet, or a zip holding `member`),
+    or a SQLAlchemy URL, in which case `query` (or `table`) says what to read.
+    """
+
+    source: str
+    sha256: str | None = Field(None, description="Expected sha256 of a downloaded file.")
+    member: str | None = Field(None, description="File to read inside a zip archive.")
+    query: str | None = Field(None, description="SQL query for a database source.")
+    table: str | None = Field(None, description="Table to read for a database source.")
+
+    @property
+    def is_sql(self) -> bool:
+        """Whether the source is a SQLAlchemy URL."""
+        return "://" in self.source and not self.source.startswith(("http://", "https://", "file://"))
+
+
+class FeaturesConfig(_Section):
+    """Which columns are features. Lists left out are inferred from the data and logged."""
+
+    drop: list[str] = Field(default_factory=list)
+    numeric: list[str] | None = None
+    categorical: list[str] | None = None
+
+
+class SplitConfig(_Section):
+    """Train, validation and test windows (time order when `time_column` is set)."""
+
+    validation_fraction: float = Field(0.15, gt=0, lt=0.5)
+    test_fraction: float = Field(0.15, gt=0, lt=0.5)
+    min_rows: int = Field(30, ge=3, description="Fewest rows any window may have.")
+
+
+class MetricConfig(_Section):
+    """Primary metric; `direction` defaults to the metric's natural one."""
+
+    name: str | None = None
+    direction: Literal["minimize", "maximize"] | None = None
+
+
+class CandidateConfig(_Section):
+    """One built-in algorithm: fixed params and a search space (lists of values to try)."""
+
+    params: dict[str, Any] = Field(default_factory=dict)
+    search_space: dict[str, list[Any]] | None = None
+
+
+class TuningConfig(_Section):
+    """Hyperparameter search on the most recent `subset_rows` training rows."""
+
+    strategy: Literal["random", "successive_halving"] = "successive_halving"
+    n_trials: int = Field(8, ge=1, le=1000, description="Configurations tried per candidate.")
+    subset_rows: int = Field(5000, ge=50)
+    halving_factor: int = Field(3, ge=2)
+    seed: int = 42
+
+
+class PromotionConfig(_Section):
+    """When a challenger becomes champion."""
+
+    min_improvement: float = Field(
+        0.01, ge=0, description="Relative improvement over the champion's primary metric."
+    )
+    must_beat_baseline: bool = True
+
+
+class MlflowConfig(_Section):
+    """MLflow experiment; the tracking URI comes from MLFLOW_TRACKING_URI."""
+
+    experiment: str | None = None
+    reference_rows: int = Field(5000, ge=100, description="Rows of the drift reference sample.")
+
+
+class PipelineConfig(_Section):
+    """The whole pipeline configuration."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    task: Literal["regression", "classification"]
+    target: str
+    time_column: str | None = None
+    data: DataConfig
+    features: FeaturesConfig = Field(default_factory=FeaturesConfig)
+    split: SplitConfig = Field(default_factory=SplitConfig)
+    metric: MetricConfig = Field(default_factory=MetricConfig)
+    candidates: dict[str, CandidateConfig] | None = None
+    tuning: TuningConfig = Field(default_factory=TuningConfig)
+    promotion: PromotionConfig = Field(default_factory=PromotionConfig)
+    mlflow: MlflowConfig = Field(default_factory=MlflowConfig)
+
+    @model_validator(mode="after")
+    def _defaults_for_task(self) -> PipelineConfig:
+        metrics = REGRESSION_METRICS if self.task == "regression" else CLASSIFICATION_METRICS
+        if self.metric.name is None:
+            self.metric.name = "rmse" if self.task == "regression" else "f1_macro"
+        if self.metric.name not in metrics:
+            raise ValueError(
+                f"metric.name {self.metric.name!r} is not a {self.task} metric; "
+                f"choose one of {sorted(metrics)}"
+            )
+        self.metric.direction = self.metric.direction or metrics[self.metric.name]
+        if self.candidates is None:
+            self.candidates = {name: CandidateConfig() for name in CANDIDATES[self.task]}
+        unknown = sorted(set(self.candidates) - set(CANDIDATES[self.task]))
+        if unknown:
+            raise ValueError(
+                f"unknown candidates {unknown} for task {self.task!r}; "
+                f"built-in ones are {list(CANDIDATES[self.task])}"
+            )
+        if not self.candidates:
+            raise ValueError("candidates is empty; list at least one built-in algorithm")
+        if self.split.validation_fraction + self.split.test_fraction >= 0.8:
+            raise ValueError("split.validation_fraction + split.test_fraction must be below 0.8")
+        return self
+
+    @field_validator("target")
+    @classmethod
+    def _target_not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("target is blank; name the column to predict")
+        return value
+
+    @property
+    def experiment_name(self) -> str:
+        """MLflow experiment for training runs."""
+        return self.mlflow.experiment or self.name
+
+    @property
+    def greater_is_better(self) -> bool:
+        """Whether a larger primary metric is better."""
+        return self.metric.direction == "maximize"
+
+    def redacted(self) -> dict[str, Any]:
+        """The config as a dict with secrets (URL passwords, env values) masked, safe to log."""
+        data = self.model_dump(mode="json")
+        data["data"]["source"] = redact_url(self.data.source)
+        return data
+
+    def fingerprint(self) -> str:
+        """sha256 of the redacted config, stable across key order."""
+        return hashlib.sha256(
+            json.dumps(self.redacted(), sort_keys=True).encode()
+        ).hexdigest()
+
+
+def redact_url(url: str) -> str:
+    """Mask the password in a URL such as `postgresql://user:secret@host/db`."""
+    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
+
+
+def expand_env(text: str, source_name: str) -> str:
+    """Replace `${VAR}` with the environment's value; a missing variable is a config error."""
+    missing = sorted({m for m in _ENV_PATTERN.findall(text) if m not in os.environ})
+    if missing:
+        raise ConfigError(
+            f"The config {source_name} refers to environment variables that are not set: "
+            f"{', '.join(missing)}",
+            "Export them before running (secrets belong in the environment, not in the file).",
+        )
+    return _ENV_PATTERN.sub(lambda m: os.environ[m.group(1)], text)
+
+
+def parse_config(raw: dict[str, Any], source_name: str = "config") -> PipelineConfig:
+    """Validate a config dict, turning every pydantic error into one readable paragraph."""
+    try:
+        return PipelineConfig.model_validate(raw)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            where = ".".join(str(part) for part in error["loc"]) or "config"
+            if error["type"] == "extra_forbidden":
+                problems.append(f"unknown key '{where}'")
+            elif error["type"] == "missing":
+                problems.append(f"missing required key '{where}'")
+            elif error["type"] == "literal_error" and where == "task":
+                problems.append(
+                    f"unknown task {error['input']!r} (use 'regression' or 'classification')"
+                )
+            else:
+                problems.append(f"'{where}': {error['msg']}")
+        raise ConfigError(
+            f"The config {source_name} is invalid: " + "; ".join(problems),
+            "Fix these keys (see the config reference in the README).",
+        ) from None
+
+
+def load_config(path: str | Path) -> PipelineConfig:
+    """Read, expand and validate a YAML config file.
+
+    Raises:
+        ConfigError: The file is missing, not YAML, or not a valid config.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(
+            f"The config file {path} does not exist", "Pass an existing YAML file with --config."
+        )
+    text = expand_env(path.read_text(encoding="utf-8"), str(path))
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"The config file {path} is not valid YAML ({exc})", "Fix its syntax.") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(
+            f"The config file {path} does not hold a mapping of settings",
+            "Start from configs/bike_sharing.yaml.",
+        )
+    return parse_config(raw, str(path))

@@ -1,0 +1,77 @@
+"""Stage 4: feature engineering as scikit-learn transformers.
+
+The preprocessor lives inside every model pipeline, so the logged model takes raw columns and
+inference and drift checks reuse exactly the fitted preprocessing.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.compose import ColumnTransformer
+from sklearn.impute import SimpleImputer
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+from tasks.split import Splits
+from tasks.validate import DataSchema
+
+MISSING = "__missing__"
+
+
+class AsCategoryStrings(TransformerMixin, BaseEstimator):
+    """Turn categorical columns of any type into strings, with missing values as one category.
+
+    Integer codes (1, 2, 3) and text labels are both categories to the encoder; converting them
+    here keeps the logged model's input schema in the user's own types.
+    """
+
+    def fit(self, X: pd.DataFrame, y: object = None) -> AsCategoryStrings:
+        """Record the input columns."""
+        frame = pd.DataFrame(X)
+        self.feature_names_in_ = np.asarray(frame.columns, dtype=object)
+        self.n_features_in_ = frame.shape[1]
+        return self
+
+    def transform(self, X: pd.DataFrame) -> np.ndarray:
+        """Return the values as strings; missing values become one category."""
+        frame = pd.DataFrame(X)
+        strings = frame.astype(object).where(frame.notna(), MISSING)
+        return strings.astype(str).to_numpy()
+
+    def get_feature_names_out(self, input_features: object = None) -> np.ndarray:
+        """Same names as the input."""
+        return self.feature_names_in_
+
+
+def build_preprocessor(schema: DataSchema) -> ColumnTransformer:
+    """An unfitted ColumnTransformer: scaled numerics, one-hot categoricals."""
+    numeric = Pipeline(
+        [("impute", SimpleImputer(strategy="median")), ("scale", StandardScaler())]
+    )
+    categorical = Pipeline(
+        [
+            ("as_strings", AsCategoryStrings()),
+            ("one_hot", OneHotEncoder(handle_unknown="ignore", min_frequency=5, sparse_output=False)),
+        ]
+    )
+    return ColumnTransformer(
+        [("numeric", numeric, schema.numeric), ("categorical", categorical, schema.categorical)],
+        remainder="drop",
+        verbose_feature_names_out=False,
+    )
+
+
+@task(name="features", cache_policy=NO_CACHE)
+def fit_features(splits: Splits, schema: DataSchema) -> ColumnTransformer:
+    """Fit the preprocessor on the training window only and log the engineered features.
+
+    Candidate pipelines clone it, so each fit re-learns it from its own training rows.
+    """
+    preprocessor = build_preprocessor(schema).fit(splits.train[schema.features])
+    names = list(preprocessor.get_feature_names_out())
+    get_run_logger().info("%d engineered features from %d columns", len(names), len(schema.features))
+    return preprocessor

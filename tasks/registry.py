@@ -1,0 +1,215 @@
+"""Stages 9 and 10: the champion, the promotion decision, registration and aliases."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import mlflow
+import mlflow.sklearn
+import pandas as pd
+from mlflow.exceptions import MlflowException
+from mlflow.models import infer_signature
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from sklearn.pipeline import Pipeline
+
+from tasks.config import PipelineConfig
+from tasks.errors import retry_unless_bad_input
+from tasks.evaluate import is_better, score
+from tasks.tracking import client, tracking_uri
+from tasks.validate import DataSchema
+
+CHAMPION, CHALLENGER, PREVIOUS = "champion", "challenger", "previous-champion"
+
+
+@dataclass(frozen=True)
+class ChampionInfo:
+    """The registered model version behind `models:/<name>@champion`."""
+
+    name: str
+    version: str
+    run_id: str | None
+    schema: dict[str, str]
+    tags: dict[str, str]
+
+    @property
+    def uri(self) -> str:
+        """The model URI pinned to this version (not the moving alias)."""
+        return f"models:/{self.name}/{self.version}"
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Whether the challenger is promoted, and why."""
+
+    promote: bool
+    reason: str
+
+
+def get_alias_version(name: str, alias: str) -> Any | None:
+    """The model version an alias points at, or None when the model or alias does not exist."""
+    try:
+        return client().get_model_version_by_alias(name, alias)
+    except MlflowException as exc:
+        if exc.error_code in {"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"}:
+            return None
+        raise
+
+
+def own_types(model: Pipeline) -> list[str]:
+    """The types skops must be told to trust for a model this pipeline built itself.
+
+    MLflow saves scikit-learn models with skops, which refuses types it does not know (our own
+    transformers, tree internals) unless they are listed; the list is stored with the model.
+    """
+    import skops.io
+
+    return skops.io.get_untrusted_types(data=skops.io.dumps(model))
+
+
+@task(name="find-champion", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2,
+      retry_condition_fn=retry_unless_bad_input)
+def find_champion(name: str) -> ChampionInfo | None:
+    """Read `<name>@champion` and the input schema it was trained on."""
+    version = get_alias_version(name, CHAMPION)
+    if version is None:
+        return None
+    schema = json.loads(version.tags.get("input_schema", "{}"))
+    return ChampionInfo(name, str(version.version), version.run_id, schema, dict(version.tags))
+
+
+@task(name="score-champion", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2,
+      retry_condition_fn=retry_unless_bad_input)
+def score_champion(
+    champion: ChampionInfo | None, test: pd.DataFrame, schema: DataSchema, task_kind: str
+) -> dict[str, float] | None:
+    """The champion's metrics on the same test window as the challenger (None without one)."""
+    if champion is None:
+        return None
+    mlflow.set_tracking_uri(tracking_uri())
+    model = mlflow.sklearn.load_model(champion.uri)
+    champion_schema = DataSchema(
+        schema.target,
+        [c for c, kind in champion.schema.items() if kind == "numeric"],
+        [c for c, kind in champion.schema.items() if kind == "categorical"],
+    )
+    return score(model, test, champion_schema, task_kind)
+
+
+def decide(
+    config: PipelineConfig,
+    challenger: dict[str, float],
+    baseline: dict[str, float],
+    champion: dict[str, float] | None,
+) -> Decision:
+    """Promote when the challenger beats the baseline and the champion by the configured margin."""
+    metric, greater = config.metric.name, config.greater_is_better
+    new, base = challenger[metric], baseline[metric]
+    if config.promotion.must_beat_baseline and not is_better(new, base, greater):
+        return Decision(False, f"challenger {metric} {new:.4f} does not beat the baseline's {base:.4f}")
+    if champion is None:
+        return Decision(True, f"no champion yet; challenger {metric} {new:.4f} beats the baseline's {base:.4f}")
+    old = champion[metric]
+    improvement = (new - old) if greater else (old - new)
+    relative = improvement / abs(old) if old else float("inf") if improvement > 0 else 0.0
+    margin = config.promotion.min_improvement
+    verdict = f"challenger {metric} {new:.4f} vs champion {old:.4f} ({relative:+.2%}, margin {margin:.2%})"
+    if relative >= margin and improvement > 0:
+        return Decision(True, f"{verdict}: better by the margin")
+    return Decision(False, f"{verdict}: not better by the margin, champion kept")
+
+
+@task(name="compare-with-champion", cache_policy=NO_CACHE)
+def compare(
+    config: PipelineConfig,
+    challenger: dict[str, float],
+    baseline: dict[str, float],
+    champion: dict[str, float] | None,
+) -> Decision:
+    """The promotion decision as a task of the flow; see `decide`."""
+    decision = decide(config, challenger, baseline, champion)
+    get_run_logger().info("Decision: %s", decision.reason)
+    return decision
+
+
+@task(name="register-model", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2,
+      retry_condition_fn=retry_unless_bad_input)
+def register_model(
+    run_id: str,
+    model: Pipeline,
+    name: str,
+    example: pd.DataFrame,
+    schema: DataSchema,
+    tags: dict[str, str],
+) -> str:
+    """Log the fitted pipeline (signature, input example) to the run and register a new version.
+
+    The new version gets the `challenger` alias; `champion` moves only in `promote`.
+
+    Returns:
+        The new version number.
+    """
+    import sklearn
+
+    mlflow.set_tracking_uri(tracking_uri())
+    mlflow.set_registry_uri(tracking_uri())
+    features = example[schema.features]
+    # Integers widen to float in the signature so a batch with missing values still validates.
+    widened = features.astype({c: "float64" for c in features.select_dtypes("integer").columns})
+    signature = infer_signature(widened, model.predict(features))
+    input_schema = {c: "numeric" for c in schema.numeric} | {c: "categorical" for c in schema.categorical}
+    requirements = [f"scikit-learn=={sklearn.__version__}", f"pandas=={pd.__version__}", "retrain-pipeline"]
+    with mlflow.start_run(run_id=run_id):
+        info = mlflow.sklearn.log_model(
+            model,
+            name="model",
+            signature=signature,
+            input_example=features.head(5),
+            pip_requirements=requirements,
+            skops_trusted_types=own_types(model),
+        )
+    mlflow_client = client()
+    try:
+        mlflow_client.create_registered_model(name)
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+    version = mlflow_client.create_model_version(
+        name, info.model_uri, run_id=run_id, model_id=info.model_id,
+        tags={**tags, "input_schema": json.dumps(input_schema)},
+    )
+    mlflow_client.set_registered_model_alias(name, CHALLENGER, version.version)
+    return str(version.version)
+
+
+@task(name="promote", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2,
+      retry_condition_fn=retry_unless_bad_input)
+def promote(
+    name: str, version: str, decision: Decision, compared_with: ChampionInfo | None
+) -> Decision:
+    """Record the decision on the version and, when promoting, move `champion` to it.
+
+    The champion alias is re-read first: if another run moved it since this run compared against
+    it, this run does not promote (its comparison is stale), so two concurrent runs cannot both win.
+    """
+    mlflow_client = client()
+    if decision.promote:
+        current = get_alias_version(name, CHAMPION)
+        current_version = str(current.version) if current is not None else None
+        expected = compared_with.version if compared_with else None
+        if current_version != expected:
+            decision = Decision(
+                False,
+                f"champion moved to version {current_version} while this run compared against "
+                f"{expected}; not promoted, run again to compare with the new champion",
+            )
+    mlflow_client.set_model_version_tag(name, version, "decision", "promoted" if decision.promote else "rejected")
+    mlflow_client.set_model_version_tag(name, version, "decision_reason", decision.reason)
+    if decision.promote:
+        if compared_with is not None:
+            mlflow_client.set_registered_model_alias(name, PREVIOUS, compared_with.version)
+        mlflow_client.set_registered_model_alias(name, CHAMPION, version)
+    get_run_logger().info("Version %s: %s", version, decision.reason)
+    return decision

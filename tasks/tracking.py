@@ -1,0 +1,215 @@
+"""MLflow edges: the tracking store, the run of each flow, nested trial runs, and lineage.
+
+MLflow's active run is thread-local and Prefect runs tasks in threads, so everything here takes
+run ids explicitly and talks to `MlflowClient`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+import os
+import subprocess
+import tempfile
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param, RunTag
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from tasks.config import PipelineConfig
+from tasks.errors import retry_unless_bad_input
+
+STATE_DIR = Path(".retrain")
+TRACKED_PACKAGES = ("prefect", "mlflow", "scikit-learn", "pandas", "numpy", "evidently", "retrain-pipeline")
+
+
+def tracking_uri() -> str:
+    """`MLFLOW_TRACKING_URI`, or a SQLite file under `.retrain/` in the working directory."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if uri:
+        return uri
+    STATE_DIR.mkdir(exist_ok=True)
+    return f"sqlite:///{(STATE_DIR / 'mlflow.db').resolve()}"
+
+
+def is_local_store(uri: str) -> bool:
+    """Whether the store is a database we own (then artifacts go under `.retrain/`)."""
+    return not uri.startswith(("http://", "https://", "databricks"))
+
+
+def client() -> MlflowClient:
+    """A client for the configured tracking store, read at call time."""
+    return MlflowClient(tracking_uri=tracking_uri(), registry_uri=tracking_uri())
+
+
+def ensure_experiment(mlflow_client: MlflowClient, name: str) -> str:
+    """The id of experiment `name`, created on first use."""
+    experiment = mlflow_client.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    location = None
+    if is_local_store(mlflow_client.tracking_uri):
+        location = (STATE_DIR / "artifacts" / name).resolve().as_uri()
+    return mlflow_client.create_experiment(name, artifact_location=location)
+
+
+def package_versions() -> dict[str, str]:
+    """Installed versions of the packages that shape a run's result."""
+    versions = {}
+    for package in TRACKED_PACKAGES:
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def git_commit() -> str | None:
+    """The commit of the working directory's git checkout, when there is one."""
+    try:
+        completed = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=False
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return completed.stdout.strip() or None if completed.returncode == 0 else None
+
+
+def log_json(mlflow_client: MlflowClient, run_id: str, payload: Any, artifact_file: str) -> None:
+    """Write `payload` as JSON (or YAML by suffix) into the run's artifacts."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / Path(artifact_file).name
+        if path.suffix in {".yaml", ".yml"}:
+            path.write_text(yaml.safe_dump(payload, sort_keys=False))
+        else:
+            path.write_text(json.dumps(payload, indent=2, default=str))
+        parent = str(Path(artifact_file).parent)
+        mlflow_client.log_artifact(run_id, str(path), None if parent == "." else parent)
+
+
+@task(name="start-mlflow-run", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2,
+      retry_condition_fn=retry_unless_bad_input)
+def start_run(
+    config: PipelineConfig, experiment: str, run_name: str, tags: dict[str, str]
+) -> str:
+    """Create the flow's MLflow run with its lineage tags and the redacted config artifact."""
+    mlflow_client = client()
+    experiment_id = ensure_experiment(mlflow_client, experiment)
+    commit = git_commit()
+    lineage = {
+        "config_sha256": config.fingerprint(),
+        "model_name": config.name,
+        **({"git_commit": commit} if commit else {}),
+        **{f"version.{k}": v for k, v in package_versions().items()},
+        **tags,
+    }
+    run = mlflow_client.create_run(experiment_id, run_name=run_name, tags=lineage)
+    run_id = run.info.run_id
+    log_json(mlflow_client, run_id, config.redacted(), "config/config.yaml")
+    log_json(mlflow_client, run_id, package_versions(), "lineage/packages.json")
+    return run_id
+
+
+def _flatten(prefix: str, values: dict[str, Any]) -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        name = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, dict):
+            flat.update(_flatten(name, value))
+        else:
+            flat[name] = value
+    return flat
+
+
+@task(name="log-to-mlflow", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2,
+      retry_condition_fn=retry_unless_bad_input)
+def log_values(
+    run_id: str,
+    params: dict[str, Any] | None = None,
+    metrics: dict[str, float] | None = None,
+    tags: dict[str, str] | None = None,
+    artifacts: dict[str, Any] | None = None,
+    files: list[Path] | None = None,
+) -> None:
+    """Log flattened params, metrics and tags, JSON artifacts (by file name) and files."""
+    mlflow_client = client()
+    now = int(time.time() * 1000)
+    mlflow_client.log_batch(
+        run_id,
+        metrics=[
+            Metric(k, float(v), now, 0)
+            for k, v in _flatten("", metrics or {}).items()
+            if v is not None and v == v  # skips NaN
+        ],
+        params=[Param(k, str(v)[:6000]) for k, v in _flatten("", params or {}).items()],
+        tags=[RunTag(k, str(v)) for k, v in (tags or {}).items()],
+    )
+    for artifact_file, payload in (artifacts or {}).items():
+        log_json(mlflow_client, run_id, payload, artifact_file)
+    for path in files or []:
+        mlflow_client.log_artifact(run_id, str(path), "plots")
+
+
+def log_trial_runs(parent_run_id: str, metric: str, trials: list[dict[str, Any]]) -> None:
+    """Log each tuning trial as a nested run of `parent_run_id`."""
+    mlflow_client = client()
+    experiment_id = mlflow_client.get_run(parent_run_id).info.experiment_id
+    for index, trial in enumerate(trials):
+        run = mlflow_client.create_run(
+            experiment_id,
+            run_name=f"{trial['candidate']}-r{trial['round']}-t{index}",
+            tags={"mlflow.parentRunId": parent_run_id, "candidate": trial["candidate"], "stage": "tuning"},
+        )
+        now = int(time.time() * 1000)
+        mlflow_client.log_batch(
+            run.info.run_id,
+            metrics=[
+                Metric(f"validation_{metric}", float(trial["score"]), now, 0),
+                Metric("fit_seconds", float(trial["fit_seconds"]), now, 0),
+            ],
+            params=[Param(k, str(v)) for k, v in trial["params"].items()]
+            + [Param("train_rows", str(trial["rows"])), Param("round", str(trial["round"]))],
+        )
+        mlflow_client.set_terminated(run.info.run_id, "FINISHED")
+
+
+@task(name="log-reference-sample", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2,
+      retry_condition_fn=retry_unless_bad_input)
+def log_reference_sample(run_id: str, train: pd.DataFrame, max_rows: int, seed: int) -> str:
+    """Log a capped sample of the training rows (features and target) for later drift checks.
+
+    Returns:
+        The artifact path of the Parquet file within the run.
+    """
+    sample = train.sample(n=min(max_rows, len(train)), random_state=seed).sort_index()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "reference.parquet"
+        sample.to_parquet(path, index=False)
+        client().log_artifact(run_id, str(path), "reference")
+    return "reference/reference.parquet"
+
+
+@task(name="finish-mlflow-run", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
+def finish_run(run_id: str, status: str = "FINISHED") -> None:
+    """Mark the run FINISHED or FAILED."""
+    client().set_terminated(run_id, status)
+
+
+@contextmanager
+def fail_run_on_error(run_id: str) -> Iterator[None]:
+    """Mark the MLflow run FAILED (and re-raise) when the block fails."""
+    try:
+        yield
+    except BaseException:
+        try:
+            client().set_terminated(run_id, "FAILED")
+        finally:
+            raise
