@@ -1,0 +1,104 @@
+"""Shared fixtures: the real data, a Prefect test harness, and a throwaway MLflow store."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tasks.config import PipelineConfig, parse_config
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def bike_data_path() -> Path:
+    """The real UCI Bike Sharing hourly file: `$RETRAIN_TEST_DATA` or `../shared/data/`."""
+    configured = os.environ.get("RETRAIN_TEST_DATA")
+    path = Path(configured) if configured else REPO.parent / "shared" / "data" / "bike_sharing_hourly.csv"
+    if not path.is_file():
+        pytest.fail(f"The bike-sharing data is missing at {path}; set RETRAIN_TEST_DATA to hour.csv")
+    return path
+
+
+@pytest.fixture(scope="session")
+def bike_csv() -> Path:
+    """Path of the real bike-sharing CSV."""
+    return bike_data_path()
+
+
+@pytest.fixture(scope="session")
+def bike_frame(bike_csv: Path) -> pd.DataFrame:
+    """The real bike-sharing table (do not modify it in tests)."""
+    return pd.read_csv(bike_csv)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def prefect_harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """One temporary Prefect API for the whole session."""
+    os.environ.setdefault("PREFECT_SERVER_LOGGING_LEVEL", "CRITICAL")
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture
+def mlflow_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A fresh SQLite MLflow store; the test runs in `tmp_path` so `.retrain/` lands there."""
+    monkeypatch.chdir(tmp_path)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("RETRAIN_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("RETRAIN_DATA", raising=False)
+    return uri
+
+
+def make_config(source: str | Path, **overrides: Any) -> PipelineConfig:
+    """A small, fast config; `overrides` replace top-level sections or keys."""
+    raw: dict[str, Any] = {
+        "name": "test-model",
+        "task": "regression",
+        "target": "y",
+        "time_column": "day",
+        "data": {"source": str(source)},
+        "tuning": {"n_trials": 3, "subset_rows": 500},
+        "split": {"min_rows": 10},
+    }
+    raw.update(overrides)
+    return parse_config(raw)
+
+
+def bike_config(source: str | Path, **overrides: Any) -> PipelineConfig:
+    """The bundled bike-sharing config on a local copy, with a smaller tuning budget."""
+    import yaml
+
+    raw = yaml.safe_load((REPO / "configs" / "bike_sharing.yaml").read_text())
+    raw["data"] = {"source": str(source)}
+    raw["tuning"] = {"n_trials": 4, "subset_rows": 4000}
+    raw.update(overrides)
+    return parse_config(raw)
+
+
+def synthetic_frame(rows: int = 400, seed: int = 0, task: str = "regression") -> pd.DataFrame:
+    """A small dated table with a learnable target `y` (numeric `x1`, `x2`, categorical `color`)."""
+    rng = np.random.default_rng(seed)
+    x1, x2 = rng.normal(size=rows), rng.uniform(0, 10, size=rows)
+    color = rng.choice(["red", "green", "blue"], size=rows)
+    signal = 3 * x1 + x2 + np.where(color == "red", 5.0, 0.0)
+    y = signal + rng.normal(scale=0.5, size=rows)
+    if task == "classification":
+        y = np.where(signal > np.median(signal), "high", "low")
+    return pd.DataFrame(
+        {
+            "day": pd.date_range("2024-01-01", periods=rows, freq="D").strftime("%Y-%m-%d"),
+            "x1": x1,
+            "x2": x2,
+            "color": color,
+            "y": y,
+        }
+    )
