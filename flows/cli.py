@@ -13,10 +13,19 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Scheduled and drift-triggered retraining.")
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, help="Scheduled and drift-triggered retraining."
+)
 JSON_KEYS = (
-    "promoted", "model_name", "model_version", "decision", "metrics", "baseline_metrics",
-    "champion_metrics", "mlflow_run_id", "prefect_flow_run_id",
+    "promoted",
+    "model_name",
+    "model_version",
+    "decision",
+    "metrics",
+    "baseline_metrics",
+    "champion_metrics",
+    "mlflow_run_id",
+    "prefect_flow_run_id",
 )
 EXIT_BAD_INPUT, EXIT_FAILURE = 2, 1
 
@@ -104,14 +113,18 @@ def print_summary(result: dict[str, Any]) -> None:
     for column in ("rank", "candidate", f"validation_{metric}", "trials", "best_params"):
         table.add_column(column)
     for row in result["leaderboard"]:
-        table.add_row(*(str(row[c]) for c in ("rank", "candidate", f"validation_{metric}", "trials", "best_params")))
+        table.add_row(
+            *(str(row[c]) for c in ("rank", "candidate", f"validation_{metric}", "trials", "best_params"))
+        )
     console.print(table)
     tests = Table(title="Test window")
     tests.add_column("model")
     for name in result["metrics"]:
         tests.add_column(name)
-    rows = [(f"challenger ({result['best_candidate']}) v{result['model_version']}", result["metrics"]),
-            ("baseline", result["baseline_metrics"])]
+    rows = [
+        (f"challenger ({result['best_candidate']}) v{result['model_version']}", result["metrics"]),
+        ("baseline", result["baseline_metrics"]),
+    ]
     if result["champion_metrics"]:
         rows.append((f"champion v{result['champion_version']}", result["champion_metrics"]))
     for label, values in rows:
@@ -125,7 +138,8 @@ def print_summary(result: dict[str, Any]) -> None:
         f"MLflow: run {result['mlflow_run_id']} in {tracking_uri()} "
         f"(see it with `mlflow ui --backend-store-uri {tracking_uri()}`)\n"
         f"Prefect: flow run {result['prefect_flow_run_id']} (`prefect server start` shows it)",
-        highlight=False, soft_wrap=True,
+        highlight=False,
+        soft_wrap=True,
     )
 
 

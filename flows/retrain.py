@@ -9,12 +9,18 @@ from prefect.runtime import flow_run
 
 from tasks.config import PipelineConfig
 from tasks.evaluate import evaluate, log_plots
+from tasks.features import fit_features
 from tasks.ingest import fingerprint, ingest
 from tasks.registry import compare, find_champion, promote, register_model, score_champion
 from tasks.report import leaderboard, publish_summary
 from tasks.split import split
-from tasks.features import fit_features
-from tasks.tracking import fail_run_on_error, finish_run, log_reference_sample, log_values, start_run
+from tasks.tracking import (
+    fail_run_on_error,
+    finish_run,
+    log_reference_sample,
+    log_values,
+    start_run,
+)
 from tasks.train import refit_best, train_baseline
 from tasks.tune import best_of, tune_candidate
 from tasks.validate import validate
@@ -33,7 +39,9 @@ def retrain_flow(config: PipelineConfig, trigger: str = "manual") -> dict[str, A
     """
     flow_run_id = str(flow_run.id) if flow_run.id else None
     run_id = start_run(
-        config, config.experiment_name, run_name=f"retrain-{config.name}",
+        config,
+        config.experiment_name,
+        run_name=f"retrain-{config.name}",
         tags={"prefect_flow_run_id": flow_run_id or "", "trigger": trigger[:5000]},
     )
     with fail_run_on_error(run_id):
@@ -61,8 +69,13 @@ def retrain_flow(config: PipelineConfig, trigger: str = "manual") -> dict[str, A
         ]
         best = best_of(results, config.greater_is_better)
         model = refit_best(
-            splits.train_full, preprocessor, schema, config.task, best.candidate,
-            best.best_params, config.tuning.seed,
+            splits.train_full,
+            preprocessor,
+            schema,
+            config.task,
+            best.candidate,
+            best.best_params,
+            config.tuning.seed,
         )
         baseline = train_baseline(splits.train_full, preprocessor, schema, config.task)
 
@@ -71,14 +84,20 @@ def retrain_flow(config: PipelineConfig, trigger: str = "manual") -> dict[str, A
         baseline_metrics = evaluate(baseline, splits.test, schema, config.task)
         champion_metrics = score_champion(champion, splits.test, schema, config.task)
         board = leaderboard(
-            results, evaluate(baseline_on_train, splits.validation, schema, config.task),
-            config.metric.name, config.greater_is_better,
+            results,
+            evaluate(baseline_on_train, splits.validation, schema, config.task),
+            config.metric.name,
+            config.greater_is_better,
         )
         plots = log_plots(run_id, model, splits.test, schema, config.task)
         log_values(
             run_id,
             params={"best_candidate": best.candidate, "best_params": best.best_params},
-            metrics={"test": metrics, "baseline_test": baseline_metrics, "champion_test": champion_metrics or {}},
+            metrics={
+                "test": metrics,
+                "baseline_test": baseline_metrics,
+                "champion_test": champion_metrics or {},
+            },
             artifacts={"leaderboard.json": board},
         )
 
@@ -88,25 +107,45 @@ def retrain_flow(config: PipelineConfig, trigger: str = "manual") -> dict[str, A
             run_id, splits.train_full, config.mlflow.reference_rows, config.tuning.seed
         )
         version = register_model(
-            run_id, model, config.name, splits.train_full, schema,
+            run_id,
+            model,
+            config.name,
+            splits.train_full,
+            schema,
             tags={
-                "data_sha256": data_sha256, "config_sha256": config.fingerprint(),
-                "prefect_flow_run_id": flow_run_id or "", "reference_artifact": reference,
-                "trained_until": str(splits.validation[config.time_column].max()) if config.time_column else "",
+                "data_sha256": data_sha256,
+                "config_sha256": config.fingerprint(),
+                "prefect_flow_run_id": flow_run_id or "",
+                "reference_artifact": reference,
+                "trained_until": str(splits.validation[config.time_column].max())
+                if config.time_column
+                else "",
                 f"test_{config.metric.name}": f"{metrics[config.metric.name]:.6g}",
             },
         )
         decision = promote(config.name, version, decision, champion)
         summary = {
-            "promoted": decision.promote, "model_name": config.name, "model_version": version,
-            "decision": decision.reason, "metric": config.metric.name, "metrics": metrics,
-            "baseline_metrics": baseline_metrics, "champion_metrics": champion_metrics,
+            "promoted": decision.promote,
+            "model_name": config.name,
+            "model_version": version,
+            "decision": decision.reason,
+            "metric": config.metric.name,
+            "metrics": metrics,
+            "baseline_metrics": baseline_metrics,
+            "champion_metrics": champion_metrics,
             "champion_version": champion.version if champion else None,
-            "best_candidate": best.candidate, "leaderboard": board, "windows": splits.describe(),
-            "plots": plots, "mlflow_run_id": run_id, "prefect_flow_run_id": flow_run_id,
+            "best_candidate": best.candidate,
+            "leaderboard": board,
+            "windows": splits.describe(),
+            "plots": plots,
+            "mlflow_run_id": run_id,
+            "prefect_flow_run_id": flow_run_id,
             "trigger": trigger,
         }
-        log_values(run_id, tags={"decision": "promoted" if decision.promote else "rejected", "model_version": version})
+        log_values(
+            run_id,
+            tags={"decision": "promoted" if decision.promote else "rejected", "model_version": version},
+        )
         publish_summary(board, summary)
     finish_run(run_id)
     return summary

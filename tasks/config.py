@@ -173,14 +173,14 @@ class PipelineConfig(_Section):
     def redacted(self) -> dict[str, Any]:
         """The config as a dict with secrets (URL passwords, env values) masked, safe to log."""
         data = self.model_dump(mode="json")
-        data["data"]["source"] = redact_url(self.data.source)
+        for key in ("source", "query"):
+            if data["data"][key]:
+                data["data"][key] = redact_url(data["data"][key])
         return data
 
     def fingerprint(self) -> str:
         """sha256 of the redacted config, stable across key order."""
-        return hashlib.sha256(
-            json.dumps(self.redacted(), sort_keys=True).encode()
-        ).hexdigest()
+        return hashlib.sha256(json.dumps(self.redacted(), sort_keys=True).encode()).hexdigest()
 
 
 def redact_url(url: str) -> str:
@@ -188,13 +188,26 @@ def redact_url(url: str) -> str:
     return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
 
 
-def expand_env(text: str, source_name: str) -> str:
-    """Replace `${VAR}` with the environment's value; a missing variable is a config error."""
-    missing = sorted({m for m in _ENV_PATTERN.findall(text) if m not in os.environ})
+def missing_env(text: str) -> list[str]:
+    """Names of `${VAR}` references in `text` that the environment does not define."""
+    return sorted({m for m in _ENV_PATTERN.findall(text) if m not in os.environ})
+
+
+def secret_values(text: str) -> list[str]:
+    """The environment values that `${VAR}` references in `text` expand to (to mask them)."""
+    return [os.environ[m] for m in _ENV_PATTERN.findall(text) if os.environ.get(m)]
+
+
+def expand_env(text: str, where: str = "the config") -> str:
+    """Replace `${VAR}` with the environment's value; a missing variable is a config error.
+
+    Called only where a value is used (for example when connecting to a database), so the
+    config passed around, shown in Prefect and logged to MLflow keeps the `${VAR}` placeholders.
+    """
+    missing = missing_env(text)
     if missing:
         raise ConfigError(
-            f"The config {source_name} refers to environment variables that are not set: "
-            f"{', '.join(missing)}",
+            f"{where} refers to environment variables that are not set: {', '.join(missing)}",
             "Export them before running (secrets belong in the environment, not in the file).",
         )
     return _ENV_PATTERN.sub(lambda m: os.environ[m.group(1)], text)
@@ -213,9 +226,7 @@ def parse_config(raw: dict[str, Any], source_name: str = "config") -> PipelineCo
             elif error["type"] == "missing":
                 problems.append(f"missing required key '{where}'")
             elif error["type"] == "literal_error" and where == "task":
-                problems.append(
-                    f"unknown task {error['input']!r} (use 'regression' or 'classification')"
-                )
+                problems.append(f"unknown task {error['input']!r} (use 'regression' or 'classification')")
             else:
                 problems.append(f"'{where}': {error['msg']}")
         raise ConfigError(
@@ -235,7 +246,8 @@ def load_config(path: str | Path) -> PipelineConfig:
         raise ConfigError(
             f"The config file {path} does not exist", "Pass an existing YAML file with --config."
         )
-    text = expand_env(path.read_text(encoding="utf-8"), str(path))
+    text = path.read_text(encoding="utf-8")
+    expand_env(text, f"The config file {path}")  # fail early on unset variables; keep ${VAR} as is
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:

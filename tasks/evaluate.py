@@ -109,15 +109,18 @@ def plot_predictions(
 
 
 @task(name="evaluate", cache_policy=NO_CACHE)
-def evaluate(
-    model: Pipeline, frame: pd.DataFrame, schema: DataSchema, task_kind: str
-) -> dict[str, float]:
+def evaluate(model: Pipeline, frame: pd.DataFrame, schema: DataSchema, task_kind: str) -> dict[str, float]:
     """Score a fitted model on one window (the test window for the final model)."""
     return score(model, frame, schema, task_kind)
 
 
-@task(name="log-plots", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2,
-      retry_condition_fn=retry_unless_bad_input)
+@task(
+    name="log-plots",
+    cache_policy=NO_CACHE,
+    retries=2,
+    retry_delay_seconds=2,
+    retry_condition_fn=retry_unless_bad_input,
+)
 def log_plots(
     run_id: str, model: Pipeline, test: pd.DataFrame, schema: DataSchema, task_kind: str
 ) -> list[str]:

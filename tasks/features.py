@@ -49,9 +49,7 @@ class AsCategoryStrings(TransformerMixin, BaseEstimator):
 
 def build_preprocessor(schema: DataSchema) -> ColumnTransformer:
     """An unfitted ColumnTransformer: scaled numerics, one-hot categoricals."""
-    numeric = Pipeline(
-        [("impute", SimpleImputer(strategy="median")), ("scale", StandardScaler())]
-    )
+    numeric = Pipeline([("impute", SimpleImputer(strategy="median")), ("scale", StandardScaler())])
     categorical = Pipeline(
         [
             ("as_strings", AsCategoryStrings()),

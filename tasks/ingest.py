@@ -15,7 +15,7 @@ import pandas as pd
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from tasks.config import DataConfig, redact_url
+from tasks.config import DataConfig, expand_env, redact_url, secret_values
 from tasks.errors import BadInputError, DataError, retry_unless_bad_input
 
 PARQUET_SUFFIXES = {".parquet", ".pq"}
@@ -139,16 +139,19 @@ def read_sql(data: DataConfig) -> pd.DataFrame:
             f"The SQL source {redact_url(data.source)} has neither data.query nor data.table",
             "Add one of them to the config.",
         )
-    query = data.query or f'SELECT * FROM "{data.table}"'
+    query = expand_env(data.query or f'SELECT * FROM "{data.table}"', "data.query")
+    url = expand_env(data.source, "data.source")
     try:
-        engine = sa.create_engine(data.source)
+        engine = sa.create_engine(url)
         try:
             with engine.connect() as connection:
                 return pd.read_sql(sa.text(query), connection)
         finally:
             engine.dispose()
     except (sa.exc.SQLAlchemyError, ImportError) as exc:
-        message = str(exc).split("\n")[0][:300].replace(data.source, redact_url(data.source))
+        message = str(exc).split("\n")[0][:300].replace(url, redact_url(url))
+        for value in secret_values(data.source):
+            message = message.replace(value, "***")
         raise DataError(
             f"Reading from {redact_url(data.source)} failed: {message}",
             "Check the database URL, its driver, credentials (from ${VAR}) and the query.",
@@ -158,11 +161,11 @@ def read_sql(data: DataConfig) -> pd.DataFrame:
 def load_table(data: DataConfig) -> pd.DataFrame:
     """Read the configured source into a DataFrame (the plain function behind `ingest`)."""
     if data.source.startswith(("http://", "https://")):
-        path = download(data.source, data.sha256, data.member)
+        path = download(expand_env(data.source, "data.source"), data.sha256, data.member)
     elif data.is_sql:
         return read_sql(data)
     else:
-        path = Path(data.source.removeprefix("file://")).expanduser()
+        path = Path(expand_env(data.source, "data.source").removeprefix("file://")).expanduser()
         if data.member and path.suffix == ".zip" and path.is_file():
             with zipfile.ZipFile(path) as archive:
                 extracted = cache_dir() / sha256_of(path)[:16] / data.member

@@ -69,8 +69,13 @@ def own_types(model: Pipeline) -> list[str]:
     return skops.io.get_untrusted_types(data=skops.io.dumps(model))
 
 
-@task(name="find-champion", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2,
-      retry_condition_fn=retry_unless_bad_input)
+@task(
+    name="find-champion",
+    cache_policy=NO_CACHE,
+    retries=2,
+    retry_delay_seconds=2,
+    retry_condition_fn=retry_unless_bad_input,
+)
 def find_champion(name: str) -> ChampionInfo | None:
     """Read `<name>@champion` and the input schema it was trained on."""
     version = get_alias_version(name, CHAMPION)
@@ -80,8 +85,13 @@ def find_champion(name: str) -> ChampionInfo | None:
     return ChampionInfo(name, str(version.version), version.run_id, schema, dict(version.tags))
 
 
-@task(name="score-champion", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2,
-      retry_condition_fn=retry_unless_bad_input)
+@task(
+    name="score-champion",
+    cache_policy=NO_CACHE,
+    retries=2,
+    retry_delay_seconds=2,
+    retry_condition_fn=retry_unless_bad_input,
+)
 def score_champion(
     champion: ChampionInfo | None, test: pd.DataFrame, schema: DataSchema, task_kind: str
 ) -> dict[str, float] | None:
@@ -110,7 +120,9 @@ def decide(
     if config.promotion.must_beat_baseline and not is_better(new, base, greater):
         return Decision(False, f"challenger {metric} {new:.4f} does not beat the baseline's {base:.4f}")
     if champion is None:
-        return Decision(True, f"no champion yet; challenger {metric} {new:.4f} beats the baseline's {base:.4f}")
+        return Decision(
+            True, f"no champion yet; challenger {metric} {new:.4f} beats the baseline's {base:.4f}"
+        )
     old = champion[metric]
     improvement = (new - old) if greater else (old - new)
     relative = improvement / abs(old) if old else float("inf") if improvement > 0 else 0.0
@@ -134,8 +146,13 @@ def compare(
     return decision
 
 
-@task(name="register-model", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2,
-      retry_condition_fn=retry_unless_bad_input)
+@task(
+    name="register-model",
+    cache_policy=NO_CACHE,
+    retries=2,
+    retry_delay_seconds=2,
+    retry_condition_fn=retry_unless_bad_input,
+)
 def register_model(
     run_id: str,
     model: Pipeline,
@@ -177,18 +194,24 @@ def register_model(
         if exc.error_code != "RESOURCE_ALREADY_EXISTS":
             raise
     version = mlflow_client.create_model_version(
-        name, info.model_uri, run_id=run_id, model_id=info.model_id,
+        name,
+        info.model_uri,
+        run_id=run_id,
+        model_id=info.model_id,
         tags={**tags, "input_schema": json.dumps(input_schema)},
     )
     mlflow_client.set_registered_model_alias(name, CHALLENGER, version.version)
     return str(version.version)
 
 
-@task(name="promote", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2,
-      retry_condition_fn=retry_unless_bad_input)
-def promote(
-    name: str, version: str, decision: Decision, compared_with: ChampionInfo | None
-) -> Decision:
+@task(
+    name="promote",
+    cache_policy=NO_CACHE,
+    retries=2,
+    retry_delay_seconds=2,
+    retry_condition_fn=retry_unless_bad_input,
+)
+def promote(name: str, version: str, decision: Decision, compared_with: ChampionInfo | None) -> Decision:
     """Record the decision on the version and, when promoting, move `champion` to it.
 
     The champion alias is re-read first: if another run moved it since this run compared against
@@ -205,7 +228,9 @@ def promote(
                 f"champion moved to version {current_version} while this run compared against "
                 f"{expected}; not promoted, run again to compare with the new champion",
             )
-    mlflow_client.set_model_version_tag(name, version, "decision", "promoted" if decision.promote else "rejected")
+    mlflow_client.set_model_version_tag(
+        name, version, "decision", "promoted" if decision.promote else "rejected"
+    )
     mlflow_client.set_model_version_tag(name, version, "decision_reason", decision.reason)
     if decision.promote:
         if compared_with is not None:

@@ -55,7 +55,9 @@ def decision_markdown(summary: dict[str, Any]) -> str:
         "| --- | --- |",
         f"| challenger ({summary['best_candidate']}) | {summary['metrics'][metric]:.4f} |",
         f"| baseline | {summary['baseline_metrics'][metric]:.4f} |",
-        f"| champion before this run | {champion[metric]:.4f} |" if champion else "| champion before this run | none |",
+        f"| champion before this run | {champion[metric]:.4f} |"
+        if champion
+        else "| champion before this run | none |",
         "",
         f"MLflow run `{summary['mlflow_run_id']}`; trigger: {summary['trigger']}.",
     ]
@@ -67,4 +69,6 @@ def publish_summary(board: list[dict[str, Any]], summary: dict[str, Any]) -> Non
     """Show the leaderboard and the decision as Prefect artifacts of the flow run."""
     key = summary["model_name"].lower().replace("_", "-").replace(".", "-")
     create_table_artifact(board, key=f"{key}-leaderboard", description="Validation leaderboard")
-    create_markdown_artifact(decision_markdown(summary), key=f"{key}-decision", description="Promotion decision")
+    create_markdown_artifact(
+        decision_markdown(summary), key=f"{key}-decision", description="Promotion decision"
+    )

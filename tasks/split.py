@@ -85,12 +85,12 @@ def split_frame(frame: pd.DataFrame, config: PipelineConfig) -> Splits:
         labels = frame[config.target] if config.task == "classification" else None
         seed = config.tuning.seed
         try:
-            rest, test = train_test_split(
-                frame, test_size=fractions[1], random_state=seed, stratify=labels
-            )
+            rest, test = train_test_split(frame, test_size=fractions[1], random_state=seed, stratify=labels)
             rest_labels = rest[config.target] if labels is not None else None
             train, validation = train_test_split(
-                rest, test_size=fractions[0] / (1 - fractions[1]), random_state=seed,
+                rest,
+                test_size=fractions[0] / (1 - fractions[1]),
+                random_state=seed,
                 stratify=rest_labels,
             )
         except ValueError as exc:

@@ -7,12 +7,12 @@ run ids explicitly and talks to `MlflowClient`.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
 import os
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -95,11 +95,14 @@ def log_json(mlflow_client: MlflowClient, run_id: str, payload: Any, artifact_fi
         mlflow_client.log_artifact(run_id, str(path), None if parent == "." else parent)
 
 
-@task(name="start-mlflow-run", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2,
-      retry_condition_fn=retry_unless_bad_input)
-def start_run(
-    config: PipelineConfig, experiment: str, run_name: str, tags: dict[str, str]
-) -> str:
+@task(
+    name="start-mlflow-run",
+    cache_policy=NO_CACHE,
+    retries=2,
+    retry_delay_seconds=2,
+    retry_condition_fn=retry_unless_bad_input,
+)
+def start_run(config: PipelineConfig, experiment: str, run_name: str, tags: dict[str, str]) -> str:
     """Create the flow's MLflow run with its lineage tags and the redacted config artifact."""
     mlflow_client = client()
     experiment_id = ensure_experiment(mlflow_client, experiment)
@@ -129,8 +132,13 @@ def _flatten(prefix: str, values: dict[str, Any]) -> dict[str, Any]:
     return flat
 
 
-@task(name="log-to-mlflow", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2,
-      retry_condition_fn=retry_unless_bad_input)
+@task(
+    name="log-to-mlflow",
+    cache_policy=NO_CACHE,
+    retries=2,
+    retry_delay_seconds=2,
+    retry_condition_fn=retry_unless_bad_input,
+)
 def log_values(
     run_id: str,
     params: dict[str, Any] | None = None,
@@ -181,8 +189,13 @@ def log_trial_runs(parent_run_id: str, metric: str, trials: list[dict[str, Any]]
         mlflow_client.set_terminated(run.info.run_id, "FINISHED")
 
 
-@task(name="log-reference-sample", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2,
-      retry_condition_fn=retry_unless_bad_input)
+@task(
+    name="log-reference-sample",
+    cache_policy=NO_CACHE,
+    retries=2,
+    retry_delay_seconds=2,
+    retry_condition_fn=retry_unless_bad_input,
+)
 def log_reference_sample(run_id: str, train: pd.DataFrame, max_rows: int, seed: int) -> str:
     """Log a capped sample of the training rows (features and target) for later drift checks.
 

@@ -63,7 +63,9 @@ CATALOGUE: dict[str, dict[str, tuple[type[BaseEstimator], dict[str, Any], dict[s
 }
 
 
-def search_space(task_kind: str, candidate: str, override: dict[str, list[Any]] | None) -> dict[str, list[Any]]:
+def search_space(
+    task_kind: str, candidate: str, override: dict[str, list[Any]] | None
+) -> dict[str, list[Any]]:
     """The values to try for `candidate`: the config's override or the built-in space."""
     return override if override else CATALOGUE[task_kind][candidate][2]
 
@@ -71,8 +73,10 @@ def search_space(task_kind: str, candidate: str, override: dict[str, list[Any]] 
 def make_estimator(task_kind: str, candidate: str, params: dict[str, Any], seed: int) -> BaseEstimator:
     """Instantiate a built-in algorithm with fixed, config and trial params."""
     if candidate == BASELINE:
-        return DummyRegressor(strategy="mean") if task_kind == "regression" else DummyClassifier(
-            strategy="most_frequent"
+        return (
+            DummyRegressor(strategy="mean")
+            if task_kind == "regression"
+            else DummyClassifier(strategy="most_frequent")
         )
     estimator_class, fixed, _ = CATALOGUE[task_kind][candidate]
     estimator = estimator_class(**{**fixed, **params})

@@ -97,9 +97,7 @@ def search(
             round_trials.append(
                 Trial(candidate, params, round_index, rows, value, time.perf_counter() - started)
             )
-        ranked = sorted(
-            round_trials, key=lambda t: -t.score if config.greater_is_better else t.score
-        )
+        ranked = sorted(round_trials, key=lambda t: -t.score if config.greater_is_better else t.score)
         configs = [t.params for t in ranked]
         trials.extend(round_trials)
     best = ranked[0]
@@ -126,12 +124,14 @@ def tune_candidate(
     parent_run_id: str,
 ) -> TuneResult:
     """Tune one candidate; every trial is logged as a nested MLflow run of `parent_run_id`."""
-    result = search(
-        train, validation, preprocessor, schema, config, candidate, config.candidates[candidate]
-    )
+    result = search(train, validation, preprocessor, schema, config, candidate, config.candidates[candidate])
     log_trial_runs(parent_run_id, config.metric.name, [asdict(t) for t in result.trials])
     get_run_logger().info(
         "%s: best validation %s %.4f with %s (%d trials)",
-        candidate, config.metric.name, result.best_score, result.best_params, len(result.trials),
+        candidate,
+        config.metric.name,
+        result.best_score,
+        result.best_params,
+        len(result.trials),
     )
     return result

@@ -194,6 +194,8 @@ def validate(
         logger.warning(note)
     logger.info(
         "Validated %d rows: %d numeric and %d categorical features",
-        len(frame), len(schema.numeric), len(schema.categorical),
+        len(frame),
+        len(schema.numeric),
+        len(schema.categorical),
     )
     return frame, schema
