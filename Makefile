@@ -4,6 +4,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 CONFIG ?= configs/bike_sharing.yaml
 STAMP := $(VENV)/.installed
+# A local copy of the bike-sharing data beside the checkout is used when present (offline machines);
+# otherwise the bundled config downloads it from UCI. Override with `make run RETRAIN_DATA=path`.
+RETRAIN_DATA ?= $(wildcard ../shared/data/bike_sharing_hourly.csv)
+export RETRAIN_DATA
 
 .PHONY: install run test test-fast bench lint clean
 

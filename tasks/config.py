@@ -246,7 +246,12 @@ def load_config(path: str | Path) -> PipelineConfig:
         raise ConfigError(
             f"The config file {path} does not exist", "Pass an existing YAML file with --config."
         )
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(
+            f"The config file {path} is not UTF-8 text (is it a binary file?)", "Pass a YAML file."
+        ) from None
     expand_env(text, f"The config file {path}")  # fail early on unset variables; keep ${VAR} as is
     try:
         raw = yaml.safe_load(text)

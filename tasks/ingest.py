@@ -148,7 +148,7 @@ def read_sql(data: DataConfig) -> pd.DataFrame:
                 return pd.read_sql(sa.text(query), connection)
         finally:
             engine.dispose()
-    except (sa.exc.SQLAlchemyError, ImportError) as exc:
+    except (sa.exc.SQLAlchemyError, ImportError, ValueError) as exc:  # ValueError: malformed URL
         message = str(exc).split("\n")[0][:300].replace(url, redact_url(url))
         for value in secret_values(data.source):
             message = message.replace(value, "***")
@@ -168,9 +168,15 @@ def load_table(data: DataConfig) -> pd.DataFrame:
         path = Path(expand_env(data.source, "data.source").removeprefix("file://")).expanduser()
         if data.member and path.suffix == ".zip" and path.is_file():
             with zipfile.ZipFile(path) as archive:
+                matches = [n for n in archive.namelist() if Path(n).name == data.member]
+                if not matches:
+                    raise DataError(
+                        f"The archive {path} has no member named {data.member}",
+                        "Fix data.member in the config.",
+                    )
                 extracted = cache_dir() / sha256_of(path)[:16] / data.member
                 extracted.parent.mkdir(parents=True, exist_ok=True)
-                extracted.write_bytes(archive.read(data.member))
+                extracted.write_bytes(archive.read(matches[0]))
                 path = extracted
     return read_file(path)
 

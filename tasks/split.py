@@ -74,6 +74,8 @@ def split_frame(frame: pd.DataFrame, config: PipelineConfig) -> Splits:
     """
     fractions = (config.split.validation_fraction, config.split.test_fraction)
     if config.time_column:
+        # Windows in time order: tuning takes the most recent training rows by position.
+        frame = frame.sort_values(config.time_column, kind="stable")
         validation_start, test_start = _time_cuts(frame[config.time_column], fractions)
         times = frame[config.time_column]
         parts = (

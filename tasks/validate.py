@@ -115,7 +115,7 @@ def check_and_type(
     target = config.target
     required = {
         "target": [target] if require_target else [],
-        "time column": [config.time_column] if config.time_column else [],
+        "time": [config.time_column] if config.time_column else [],
         "numeric feature": config.features.numeric or [],
         "categorical feature": config.features.categorical or [],
         "champion input": list(expected_schema),
@@ -172,7 +172,7 @@ def check_and_type(
             if config.task == "classification" and distinct < 2:
                 problems.append(f"classification target '{target}' has a single class")
             elif config.task == "regression" and distinct < 2:
-                problems.append(f"target '{target}' is constant ({frame[target].iloc[0]!r})")
+                problems.append(f"target '{target}' is constant ({frame[target].tolist()[0]!r})")
     if problems:
         raise DataError(
             "The data does not fit the config: " + "; ".join(problems),

@@ -1,0 +1,166 @@
+"""Overhead of the pipeline against a plain scikit-learn script doing the same fits.
+
+Both sides read the same CSV, cut the same time windows, try the same hyperparameter
+configurations with the same successive-halving schedule on the same recent rows, refit the best
+on train+validation and score it once on the test window. The pipeline adds Prefect task runs,
+MLflow runs (one nested run per trial), the model registry, plots and a drift reference sample.
+
+Both run in this process, back to back, after a warm-up of each (imports and Prefect's
+ephemeral API start once per process and are reported apart). Prints the wall-time ratio and
+both test metrics.
+
+Usage: python benchmarks/overhead.py [--data PATH] [--repeats N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+from sklearn.compose import ColumnTransformer
+from sklearn.impute import SimpleImputer
+from sklearn.metrics import mean_squared_error, r2_score
+from sklearn.model_selection import ParameterGrid, ParameterSampler
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIG = REPO / "configs" / "bike_sharing.yaml"
+TARGET, TIME = "cnt", "dteday"
+DROP = ["instant", "casual", "registered"]
+CATEGORICAL = ["season", "weathersit"]
+
+
+def plain_script(csv: Path, spaces: dict, fixed: dict, estimators: dict, tuning: dict) -> dict:
+    """The hand-written scikit-learn version of one retraining run."""
+    frame = pd.read_csv(csv)
+    frame[TIME] = pd.to_datetime(frame[TIME])
+    numeric = [c for c in frame.columns if c not in {TARGET, TIME, *DROP, *CATEGORICAL}]
+    times = np.sort(frame[TIME].to_numpy())
+    validation_start, test_start = times[int(len(times) * 0.70)], times[int(len(times) * 0.85)]
+    train = frame[frame[TIME] < validation_start]
+    validation = frame[(frame[TIME] >= validation_start) & (frame[TIME] < test_start)]
+    test = frame[frame[TIME] >= test_start]
+    features = numeric + CATEGORICAL
+
+    def pipeline(name: str, params: dict) -> Pipeline:
+        pre = ColumnTransformer(
+            [
+                ("n", Pipeline([("i", SimpleImputer(strategy="median")), ("s", StandardScaler())]), numeric),
+                (
+                    "c",
+                    OneHotEncoder(handle_unknown="ignore", min_frequency=5, sparse_output=False),
+                    CATEGORICAL,
+                ),
+            ]
+        )
+        model = estimators[name](**{**fixed[name], **params})
+        if "random_state" in model.get_params():
+            model.set_params(random_state=tuning["seed"])
+        return Pipeline([("p", pre), ("m", model)])
+
+    def rmse(model: Pipeline, window: pd.DataFrame) -> float:
+        return float(np.sqrt(mean_squared_error(window[TARGET], model.predict(window[features]))))
+
+    subset = train.tail(tuning["subset_rows"])
+    best = None
+    for name, space in spaces.items():
+        grid = ParameterGrid(space)
+        configs = (
+            list(grid)
+            if len(grid) <= tuning["n_trials"]
+            else list(ParameterSampler(space, n_iter=tuning["n_trials"], random_state=tuning["seed"]))
+        )
+        rounds = 1 if len(configs) == 1 else max(1, math.ceil(math.log(len(configs), 3))) + 1
+        for r in range(rounds):
+            rows = min(len(subset), max(30, len(subset) // 3 ** (rounds - 1 - r)))
+            scored = sorted(
+                (rmse(pipeline(name, p).fit(subset.tail(rows)[features], subset.tail(rows)[TARGET]), validation), i, p)
+                for i, p in enumerate(configs)
+            )
+            configs = [p for _, _, p in scored][: max(1, len(configs) // 3)]
+        if best is None or scored[0][0] < best[0]:
+            best = (scored[0][0], name, scored[0][2])
+    full = pd.concat([train, validation])
+    model = pipeline(best[1], best[2]).fit(full[features], full[TARGET])
+    predictions = model.predict(test[features])
+    return {
+        "rmse": float(np.sqrt(mean_squared_error(test[TARGET], predictions))),
+        "r2": float(r2_score(test[TARGET], predictions)),
+        "candidate": best[1],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    default_data = os.environ.get("RETRAIN_TEST_DATA") or str(
+        REPO.parent / "shared" / "data" / "bike_sharing_hourly.csv"
+    )
+    parser.add_argument("--data", default=os.environ.get("RETRAIN_DATA", default_data))
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    csv = Path(args.data).resolve()
+
+    work = Path(tempfile.mkdtemp(prefix="retrain-bench-"))
+    os.chdir(work)
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{work / 'mlflow.db'}"
+    os.environ.setdefault("PREFECT_SERVER_LOGGING_LEVEL", "CRITICAL")
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    if not os.environ.get("PREFECT_API_URL"):
+        (work / "prefect").mkdir()
+        os.environ["PREFECT_HOME"] = str(work / "prefect")
+
+    started = time.perf_counter()
+    from flows.retrain import retrain_flow
+    from tasks.config import parse_config
+    from tasks.train import CATALOGUE
+
+    imports = time.perf_counter() - started
+    raw = yaml.safe_load(CONFIG.read_text())
+    raw["data"] = {"source": str(csv)}
+    config = parse_config(raw)
+    tuning = config.tuning.model_dump()
+    catalogue = CATALOGUE["regression"]
+    spaces = {name: catalogue[name][2] for name in config.candidates}
+    fixed = {name: catalogue[name][1] for name in config.candidates}
+    estimators = {name: catalogue[name][0] for name in config.candidates}
+
+    started = time.perf_counter()
+    retrain_flow(config)  # warm-up: starts the ephemeral Prefect API, creates the MLflow store
+    warm_up = time.perf_counter() - started
+    plain_script(csv, spaces, fixed, estimators, tuning)
+
+    plain_times, pipeline_times = [], []
+    for _ in range(args.repeats):
+        started = time.perf_counter()
+        plain = plain_script(csv, spaces, fixed, estimators, tuning)
+        plain_times.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        result = retrain_flow(config)
+        pipeline_times.append(time.perf_counter() - started)
+
+    plain_s, pipeline_s = statistics.median(plain_times), statistics.median(pipeline_times)
+    print(f"data: {csv.name}, {args.repeats} repeats each, median wall time")
+    print(f"imports of prefect+mlflow+project (once per process): {imports:.1f} s")
+    print(f"first pipeline run incl. ephemeral Prefect API start (once per process): {warm_up:.1f} s")
+    print(f"plain scikit-learn script: {plain_s:.2f} s  test rmse {plain['rmse']:.2f}  r2 {plain['r2']:.4f}")
+    print(
+        f"pipeline (Prefect + MLflow): {pipeline_s:.2f} s  test rmse {result['metrics']['rmse']:.2f}  "
+        f"r2 {result['metrics']['r2']:.4f}  baseline rmse {result['baseline_metrics']['rmse']:.2f}"
+    )
+    ratio = pipeline_s / plain_s
+    same = math.isclose(plain["rmse"], result["metrics"]["rmse"], rel_tol=1e-6)
+    print(f"overhead ratio pipeline/plain: {ratio:.2f}x (target <= 1.30x): {'OK' if ratio <= 1.3 else 'OVER'}")
+    print(f"equal quality (same test rmse): {'yes' if same else 'NO'}")
+
+
+if __name__ == "__main__":
+    main()
