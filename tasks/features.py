@@ -22,6 +22,14 @@ from tasks.validate import DataSchema
 MISSING = "__missing__"
 
 
+def _category(value: object) -> str:
+    """The category name of one value: 2.0 is "2" like 2, since one missing value turns an
+    integer column into floats (and MLflow's signature widens integers to float)."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
 class AsCategoryStrings(TransformerMixin, BaseEstimator):
     """Turn categorical columns of any type into strings, with missing values as one category.
 
@@ -40,7 +48,7 @@ class AsCategoryStrings(TransformerMixin, BaseEstimator):
         """Return the values as strings; missing values become one category."""
         frame = pd.DataFrame(X)
         strings = frame.astype(object).where(frame.notna(), MISSING)
-        return strings.astype(str).to_numpy()
+        return strings.map(_category).to_numpy()
 
     def get_feature_names_out(self, input_features: object = None) -> np.ndarray:
         """Same names as the input."""

@@ -120,8 +120,9 @@ def decide(
     if config.promotion.must_beat_baseline and not is_better(new, base, greater):
         return Decision(False, f"challenger {metric} {new:.4f} does not beat the baseline's {base:.4f}")
     if champion is None:
+        beats = "beats" if is_better(new, base, greater) else "does not beat (not required)"
         return Decision(
-            True, f"no champion yet; challenger {metric} {new:.4f} beats the baseline's {base:.4f}"
+            True, f"no champion yet; challenger {metric} {new:.4f} {beats} the baseline's {base:.4f}"
         )
     old = champion[metric]
     improvement = (new - old) if greater else (old - new)

@@ -63,7 +63,11 @@ def test_minimal_classification_config_gets_defaults() -> None:
 
 @pytest.mark.parametrize(
     ("task", "metric", "direction"),
-    [("regression", "r2", "maximize"), ("regression", "mae", "minimize"), ("classification", "log_loss", "minimize")],
+    [
+        ("regression", "r2", "maximize"),
+        ("regression", "mae", "minimize"),
+        ("classification", "log_loss", "minimize"),
+    ],
 )
 def test_metric_direction_defaults_to_the_metric(task: str, metric: str, direction: str) -> None:
     config = parse_config(minimal(task=task, metric={"name": metric}))
@@ -138,7 +142,9 @@ def test_empty_candidates_rejected() -> None:
 
 def test_explicit_candidates_are_kept_with_params() -> None:
     config = parse_config(
-        minimal(candidates={"linear": {"params": {"fit_intercept": False}, "search_space": {"alpha": [1, 2]}}})
+        minimal(
+            candidates={"linear": {"params": {"fit_intercept": False}, "search_space": {"alpha": [1, 2]}}}
+        )
     )
     assert list(config.candidates) == ["linear"]
     assert config.candidates["linear"].params == {"fit_intercept": False}
@@ -220,7 +226,9 @@ def test_env_placeholder_stays_unexpanded_in_loaded_config(
     assert "hunter2-secret" not in config.model_dump_json()
     assert "hunter2-secret" not in str(config.redacted())
     # expanding is done only where used
-    assert expand_env(config.data.source) == "postgresql+psycopg2://reader:hunter2-secret@db.example:5432/sales"
+    assert (
+        expand_env(config.data.source) == "postgresql+psycopg2://reader:hunter2-secret@db.example:5432/sales"
+    )
 
 
 def test_unset_env_variable_is_an_error_naming_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -245,13 +245,17 @@ def test_plain_csv_url_without_checksum(served: tuple[LocalServer, Path]) -> Non
     assert frame["x"].sum() == pytest.approx(7.5)
 
 
-def test_wrong_sha256_is_rejected_and_not_cached(served: tuple[LocalServer, Path], cache_in_tmp: Path) -> None:
+def test_wrong_sha256_is_rejected_and_not_cached(
+    served: tuple[LocalServer, Path], cache_in_tmp: Path
+) -> None:
     server, _ = served
     data = DataConfig(source=server.url("bike.zip"), member="hour.csv", sha256="0" * 64)
     with pytest.raises(DataError) as info:
         load_table(data)
     message = str(info.value)
-    assert f"has sha256 {hashlib.sha256(SMALL_CSV.encode()).hexdigest()}, not the expected {'0' * 64}" in message
+    assert (
+        f"has sha256 {hashlib.sha256(SMALL_CSV.encode()).hexdigest()}, not the expected {'0' * 64}" in message
+    )
     assert "data.sha256" in message
     assert not list(cache_in_tmp.rglob("hour.csv")), "a file with the wrong checksum must not stay cached"
 
@@ -287,7 +291,11 @@ def test_unreachable_url_without_cache() -> None:
 # --- SQL -------------------------------------------------------------------------------------
 
 ROWS = pd.DataFrame(
-    {"day": ["2024-01-01", "2024-01-02", "2024-01-03", "2024-01-04"], "x": [1.0, 2.0, 3.0, 4.0], "y": [1, 0, 1, 1]}
+    {
+        "day": ["2024-01-01", "2024-01-02", "2024-01-03", "2024-01-04"],
+        "x": [1.0, 2.0, 3.0, 4.0],
+        "y": [1, 0, 1, 1],
+    }
 )
 
 
@@ -300,7 +308,9 @@ def sqlite_url(tmp_path: Path) -> str:
 
 
 def test_sqlite_query(sqlite_url: str) -> None:
-    frame = load_table(DataConfig(source=sqlite_url, query="SELECT day, x FROM rentals WHERE y = 1 ORDER BY day"))
+    frame = load_table(
+        DataConfig(source=sqlite_url, query="SELECT day, x FROM rentals WHERE y = 1 ORDER BY day")
+    )
     assert list(frame.columns) == ["day", "x"]
     assert frame["day"].tolist() == ["2024-01-01", "2024-01-03", "2024-01-04"]
     assert frame["x"].tolist() == [1.0, 3.0, 4.0]

@@ -147,7 +147,9 @@ def test_random_split_is_reproducible_with_the_seed() -> None:
     first, second = split_frame(frame, config), split_frame(frame, config)
     for name in ("train", "validation", "test"):
         assert list(getattr(first, name).index) == list(getattr(second, name).index)
-    other = split_frame(frame, make_config("x.csv", task="classification", time_column=None, tuning={"seed": 8}))
+    other = split_frame(
+        frame, make_config("x.csv", task="classification", time_column=None, tuning={"seed": 8})
+    )
     assert list(other.test.index) != list(first.test.index)
 
 
