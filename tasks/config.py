@@ -252,11 +252,12 @@ def load_config(path: str | Path) -> PipelineConfig:
         raise ConfigError(
             f"The config file {path} is not UTF-8 text (is it a binary file?)", "Pass a YAML file."
         ) from None
-    expand_env(text, f"The config file {path}")  # fail early on unset variables; keep ${VAR} as is
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"The config file {path} is not valid YAML ({exc})", "Fix its syntax.") from None
+    # Fail early on unset variables in values (not comments), but keep ${VAR} in the config.
+    expand_env(json.dumps(raw), f"The config file {path}")
     if not isinstance(raw, dict):
         raise ConfigError(
             f"The config file {path} does not hold a mapping of settings",

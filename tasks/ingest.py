@@ -167,6 +167,8 @@ def load_table(data: DataConfig) -> pd.DataFrame:
     else:
         path = Path(expand_env(data.source, "data.source").removeprefix("file://")).expanduser()
         if data.member and path.suffix == ".zip" and path.is_file():
+            if not zipfile.is_zipfile(path):
+                raise DataError(f"{path} is not a zip archive", "Point data.source at a valid .zip file.")
             with zipfile.ZipFile(path) as archive:
                 matches = [n for n in archive.namelist() if Path(n).name == data.member]
                 if not matches:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -54,13 +53,14 @@ def halving_schedule(n_configs: int, subset_rows: int, factor: int, strategy: st
     """(configurations kept, training rows) for each round; random search is a single round."""
     if strategy == "random" or n_configs == 1:
         return [(n_configs, subset_rows)]
-    rounds = max(1, math.ceil(math.log(n_configs, factor))) + 1
-    schedule, kept = [], n_configs
-    for round_index in range(rounds):
-        rows = max(30, subset_rows // factor ** (rounds - 1 - round_index))
-        schedule.append((kept, min(rows, subset_rows)))
-        kept = max(1, kept // factor)
-    return schedule
+    kept = [n_configs]
+    while kept[-1] > 1:
+        kept.append(max(1, kept[-1] // factor))
+    rounds = len(kept)
+    return [
+        (count, min(subset_rows, max(30, subset_rows // factor ** (rounds - 1 - index))))
+        for index, count in enumerate(kept)
+    ]
 
 
 def search(
