@@ -28,7 +28,6 @@ import yaml
 from sklearn.compose import ColumnTransformer
 from sklearn.impute import SimpleImputer
 from sklearn.metrics import mean_squared_error, r2_score
-from sklearn.model_selection import ParameterGrid, ParameterSampler
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
@@ -70,23 +69,23 @@ def plain_script(csv: Path, spaces: dict, fixed: dict, estimators: dict, tuning:
     def rmse(model: Pipeline, window: pd.DataFrame) -> float:
         return float(np.sqrt(mean_squared_error(window[TARGET], model.predict(window[features]))))
 
+    # Which fits to make (configurations and rows per round) comes from the pipeline's schedule;
+    # making them, scoring and selecting is plain scikit-learn below.
+    from tasks.tune import halving_schedule, sample_configurations
+
     subset = train.tail(tuning["subset_rows"])
     best = None
     for name, space in spaces.items():
-        grid = ParameterGrid(space)
-        configs = (
-            list(grid)
-            if len(grid) <= tuning["n_trials"]
-            else list(ParameterSampler(space, n_iter=tuning["n_trials"], random_state=tuning["seed"]))
-        )
-        rounds = 1 if len(configs) == 1 else max(1, math.ceil(math.log(len(configs), 3))) + 1
-        for r in range(rounds):
-            rows = min(len(subset), max(30, len(subset) // 3 ** (rounds - 1 - r)))
+        configs = sample_configurations(space, tuning["n_trials"], tuning["seed"])
+        schedule = halving_schedule(len(configs), len(subset), tuning["halving_factor"], tuning["strategy"])
+        for kept, rows in schedule:
+            configs = configs[:kept]
+            recent = subset.tail(rows)
             scored = sorted(
-                (rmse(pipeline(name, p).fit(subset.tail(rows)[features], subset.tail(rows)[TARGET]), validation), i, p)
+                (rmse(pipeline(name, p).fit(recent[features], recent[TARGET]), validation), i, p)
                 for i, p in enumerate(configs)
             )
-            configs = [p for _, _, p in scored][: max(1, len(configs) // 3)]
+            configs = [p for _, _, p in scored]
         if best is None or scored[0][0] < best[0]:
             best = (scored[0][0], name, scored[0][2])
     full = pd.concat([train, validation])
@@ -158,7 +157,9 @@ def main() -> None:
     )
     ratio = pipeline_s / plain_s
     same = math.isclose(plain["rmse"], result["metrics"]["rmse"], rel_tol=1e-6)
-    print(f"overhead ratio pipeline/plain: {ratio:.2f}x (target <= 1.30x): {'OK' if ratio <= 1.3 else 'OVER'}")
+    print(
+        f"overhead ratio pipeline/plain: {ratio:.2f}x (target <= 1.30x): {'OK' if ratio <= 1.3 else 'OVER'}"
+    )
     print(f"equal quality (same test rmse): {'yes' if same else 'NO'}")
 
 
