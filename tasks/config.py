@@ -112,6 +112,48 @@ class MlflowConfig(_Section):
     reference_rows: int = Field(5000, ge=100, description="Rows of the drift reference sample.")
 
 
+DRIFT_METHODS = ("wasserstein", "jensenshannon", "ks", "chisquare", "z", "psi")
+
+
+class DriftConfig(_Section):
+    """When a batch counts as drifted, and how often drift is checked.
+
+    Per-column tests are Evidently's: by default Wasserstein distance (numeric) and Jensen-Shannon
+    distance (categorical, or numeric with at most 5 values) when the reference has more than 1000
+    rows, else KS / chi-square / Z tests.
+    """
+
+    share_threshold: float = Field(0.5, gt=0, le=1, description="Share of drifted features that is drift.")
+    critical_columns: list[str] = Field(default_factory=list, description="Any of these drifting is drift.")
+    max_metric_decay: float = Field(
+        0.25, gt=0, description="Relative worsening of the champion's metric on a labelled batch."
+    )
+    method: Literal[DRIFT_METHODS] | None = None  # type: ignore[valid-type]
+    threshold: float | None = Field(None, gt=0)
+    per_column_method: dict[str, Literal[DRIFT_METHODS]] = Field(default_factory=dict)  # type: ignore[valid-type]
+    per_column_threshold: dict[str, float] = Field(default_factory=dict)
+    report_rows: int = Field(
+        20000, ge=100, description="Rows of the batch (spread over time) drawn in the HTML report."
+    )
+    confirmations: int = Field(1, ge=1, description="Drift needed in k of the last `window` checks.")
+    window: int = Field(1, ge=1)
+    cron: str = "0 6 * * *"
+    cooldown_hours: float = Field(6, ge=0)
+
+    @model_validator(mode="after")
+    def _k_of_n(self) -> DriftConfig:
+        if self.confirmations > self.window:
+            raise ValueError("drift.confirmations cannot exceed drift.window")
+        return self
+
+
+class ScheduleConfig(_Section):
+    """Scheduled retraining."""
+
+    cron: str = "0 3 * * 1"
+    timezone: str = "UTC"
+
+
 class PipelineConfig(_Section):
     """The whole pipeline configuration."""
 
@@ -127,6 +169,8 @@ class PipelineConfig(_Section):
     tuning: TuningConfig = Field(default_factory=TuningConfig)
     promotion: PromotionConfig = Field(default_factory=PromotionConfig)
     mlflow: MlflowConfig = Field(default_factory=MlflowConfig)
+    drift: DriftConfig = Field(default_factory=DriftConfig)
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
 
     @model_validator(mode="after")
     def _defaults_for_task(self) -> PipelineConfig:
@@ -164,6 +208,11 @@ class PipelineConfig(_Section):
     def experiment_name(self) -> str:
         """MLflow experiment for training runs."""
         return self.mlflow.experiment or self.name
+
+    @property
+    def monitoring_experiment(self) -> str:
+        """MLflow experiment for drift checks."""
+        return f"{self.experiment_name}-monitoring"
 
     @property
     def greater_is_better(self) -> bool:

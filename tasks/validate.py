@@ -185,10 +185,13 @@ def check_and_type(
 
 @task(name="validate", cache_policy=NO_CACHE)
 def validate(
-    raw: pd.DataFrame, config: PipelineConfig, expected_schema: dict[str, str] | None = None
+    raw: pd.DataFrame,
+    config: PipelineConfig,
+    expected_schema: dict[str, str] | None = None,
+    require_target: bool = True,
 ) -> tuple[pd.DataFrame, DataSchema]:
     """Validate and type the raw table; see `check_and_type`."""
-    frame, schema = check_and_type(raw, config, expected_schema)
+    frame, schema = check_and_type(raw, config, expected_schema, require_target)
     logger = get_run_logger()
     for note in schema.notes:
         logger.warning(note)
