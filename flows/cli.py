@@ -11,6 +11,7 @@ from typing import Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 app = typer.Typer(
@@ -46,6 +47,9 @@ def use_local_defaults() -> None:
         os.environ["PREFECT_HOME"] = str(home)
     # The ephemeral API server logs harmless errors while it shuts down; keep them off the console.
     os.environ.setdefault("PREFECT_SERVER_LOGGING_LEVEL", "CRITICAL")
+    # Its telemetry heartbeat races the first writes to the fresh SQLite database and logs
+    # "database is locked" tracebacks (docket logger, not silenced by the level above).
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 
 class _HideBadInput(logging.Filter):
@@ -58,16 +62,22 @@ class _HideBadInput(logging.Filter):
         if isinstance(exc, BadInputError):
             return False
         text = record.getMessage()
-        return not any(name in text for name in ("BadInputError", "DataError(", "ConfigError("))
+        # Prefect 3.9 writes "exception DataError: ..." in its state messages, older ones "DataError(...)".
+        names = ("BadInputError", "DataError(", "DataError:", "ConfigError(", "ConfigError:")
+        return not any(name in text for name in names)
 
 
 def quiet_bad_input_on_console() -> None:
     """Attach `_HideBadInput` to Prefect's console handlers (API logs keep the full record)."""
     import prefect.logging.handlers as handlers
 
-    for logger in [logging.getLogger(n) for n in ("prefect", "prefect.flow_runs", "prefect.task_runs")]:
+    # Prefect 3 puts its console handler on the root logger; flow and task run records reach it there.
+    names = (None, "prefect", "prefect.flow_runs", "prefect.task_runs")
+    for logger in [logging.getLogger(n) for n in names]:
         for handler in logger.handlers:
-            if isinstance(handler, handlers.PrefectConsoleHandler):
+            if isinstance(handler, handlers.PrefectConsoleHandler) and not any(
+                isinstance(f, _HideBadInput) for f in handler.filters
+            ):
                 handler.addFilter(_HideBadInput())
 
 
@@ -76,7 +86,8 @@ def fail(message: str, code: int, debug: bool) -> None:
     console = Console(stderr=True)
     if debug:
         console.print_exception()
-    console.print(f"[bold red]Error:[/] {message}", highlight=False, soft_wrap=True)
+    # The message is plain text: a column such as `temp[c]` must not be read as console markup.
+    console.print(f"[bold red]Error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -162,6 +173,72 @@ def run(
         sys.stdout.write(json.dumps({k: result[k] for k in JSON_KEYS}, default=str) + "\n")
     else:
         print_summary(result)
+
+
+DRIFT_JSON_KEYS = (
+    "drift_detected",
+    "share_drifted",
+    "drifted_columns",
+    "reasons",
+    "performance",
+    "event_emitted",
+    "report_path",
+    "mlflow_run_id",
+)
+
+
+def print_drift_summary(result: dict[str, Any]) -> None:
+    """The human drift summary: per-column table, verdict with reasons, evidence and alert."""
+    console = Console()
+    if result.get("columns"):
+        table = Table(title="Drift per feature (full batch)")
+        for column in ("column", "kind", "method", "score", "threshold", "drifted"):
+            table.add_column(column)
+        for row in result["columns"]:
+            table.add_row(
+                *(str(row[c]) for c in ("column", "kind", "method", "score", "threshold", "drifted"))
+            )
+        console.print(table)
+    verdict = "[bold red]DRIFT DETECTED[/]" if result["drift_detected"] else "[bold green]NO DRIFT[/]"
+    console.print(verdict)
+    for reason in result["reasons"]:
+        console.print(f"  - {escape(reason)}", highlight=False)
+    if result.get("performance"):
+        perf = result["performance"]
+        console.print(
+            f"Champion {perf['metric']} on the batch: {perf['batch']:.4f} (test: {perf['champion_test']})"
+        )
+    console.print(
+        f"Report: {result['report_path']}\nMLflow run: {result['mlflow_run_id']}\n"
+        f"Alert: {escape(result.get('event_note', ''))}",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+@app.command()
+def drift(
+    config: Path = typer.Option(..., "--config", "-c", help="YAML pipeline config."),
+    current: str = typer.Option(
+        None, "--current", help="Batch to check (path, URL or SQL URL); default: rows after training."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object as the last line."),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
+) -> None:
+    """Check the newest data for drift against the champion's training data; alert on drift."""
+    use_local_defaults()
+    pipeline_config = run_guarded(lambda: load(config, None), debug)
+    from flows.drift import drift_check_flow
+    from tasks.config import DataConfig
+
+    if not debug:
+        quiet_bad_input_on_console()
+    batch = DataConfig(source=current) if current else None
+    result = run_guarded(lambda: drift_check_flow(pipeline_config, batch), debug)
+    if as_json:
+        sys.stdout.write(json.dumps({k: result.get(k) for k in DRIFT_JSON_KEYS}, default=str) + "\n")
+    else:
+        print_drift_summary(result)
 
 
 def main() -> None:

@@ -41,6 +41,9 @@ def bike_frame(bike_csv: Path) -> pd.DataFrame:
 def prefect_harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """One temporary Prefect API for the whole session."""
     os.environ.setdefault("PREFECT_SERVER_LOGGING_LEVEL", "CRITICAL")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("DO_NOT_TRACK", "true")
     from prefect.testing.utilities import prefect_test_harness
 
     with prefect_test_harness(server_startup_timeout=120):
@@ -102,3 +105,33 @@ def synthetic_frame(rows: int = 400, seed: int = 0, task: str = "regression") ->
             "y": y,
         }
     )
+
+
+def received_events(event: str, resource_id: str, timeout: float = 15.0, expect: bool = True) -> list[dict]:
+    """Events the Prefect API really stored (read back through its /events/filter endpoint).
+
+    Waits up to `timeout` seconds for at least one when `expect`, else drains and reads once.
+    """
+    import time
+
+    from prefect.client.orchestration import get_client
+    from prefect.events.worker import EventsWorker
+
+    EventsWorker.drain_all(timeout=10)
+    body = {
+        "filter": {
+            "event": {"name": [event]},
+            "resource": {"id": [resource_id]},
+            "occurred": {"since": "2000-01-01T00:00:00Z"},
+        },
+        "limit": 50,
+    }
+    deadline = time.monotonic() + (timeout if expect else 2.0)
+    with get_client(sync_client=True) as client:
+        while True:
+            response = client._client.post("/events/filter", json=body)
+            response.raise_for_status()
+            events = response.json()["events"]
+            if (events and expect) or time.monotonic() > deadline:
+                return events
+            time.sleep(0.5)

@@ -12,6 +12,7 @@ import mlflow
 import pandas as pd
 import pytest
 import yaml
+from conftest import make_config, synthetic_frame
 from mlflow import MlflowClient
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import (
@@ -24,7 +25,6 @@ from prefect.client.schemas.objects import StateType
 
 from flows.retrain import retrain_flow
 from tasks.errors import DataError
-from conftest import make_config, synthetic_frame
 
 # Two quick candidates keep each flow run to a few seconds (the e2e tier runs all three).
 FAST_CANDIDATES = {
@@ -139,7 +139,9 @@ def test_first_run_promotes_and_records_lineage(mlflow_store: str, synth_csv: Pa
         assert expected in paths, f"{expected} missing from {sorted(paths)}"
     assert summary["plots"] == ["plots/predicted_vs_actual.png"]
     assert "plots/predicted_vs_actual.png" in paths
-    logged_config = yaml.safe_load(artifact_text(mlflow_store, run.info.run_id, "config/config.yaml", tmp_path))
+    logged_config = yaml.safe_load(
+        artifact_text(mlflow_store, run.info.run_id, "config/config.yaml", tmp_path)
+    )
     assert logged_config == config.redacted()
     board = json.loads(artifact_text(mlflow_store, run.info.run_id, "leaderboard.json", tmp_path))
     assert board == summary["leaderboard"]
@@ -241,7 +243,9 @@ def test_env_referenced_source_never_reaches_mlflow_or_prefect(
 
     mlflow_client = MlflowClient(mlflow_store)
     run = mlflow_client.get_run(summary["mlflow_run_id"])
-    logged = yaml.safe_load(artifact_text(mlflow_store, run.info.run_id, "config/config.yaml", tmp_path / "dl"))
+    logged = yaml.safe_load(
+        artifact_text(mlflow_store, run.info.run_id, "config/config.yaml", tmp_path / "dl")
+    )
     assert logged["data"]["source"] == "${SYNTH_PATH}"
     texts = {
         "params": json.dumps(run.data.params),
