@@ -21,11 +21,11 @@ import pandas as pd
 import pytest
 import yaml
 from click.testing import Result
-from conftest import REPO, synthetic_frame
 from mlflow import MlflowClient
 from typer.testing import CliRunner
 
 import flows.retrain  # noqa: F401 - configures Prefect's logging now, not inside a CliRunner's streams
+from conftest import REPO, synthetic_frame
 from flows.cli import JSON_KEYS, app
 
 MODEL = "cli-model"

@@ -14,9 +14,9 @@ from typing import Any
 import mlflow
 import pandas as pd
 import pytest
-from conftest import REPO, bike_config
 from mlflow import MlflowClient
 
+from conftest import REPO, bike_config
 from flows.retrain import retrain_flow
 from tasks.config import PipelineConfig
 

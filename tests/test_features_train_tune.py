@@ -7,13 +7,13 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import make_config, synthetic_frame
 from sklearn.base import clone
 from sklearn.dummy import DummyClassifier, DummyRegressor
 from sklearn.ensemble import HistGradientBoostingRegressor, RandomForestClassifier, RandomForestRegressor
 from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.pipeline import Pipeline
 
+from conftest import make_config, synthetic_frame
 from tasks.evaluate import classification_metrics, is_better, regression_metrics, score
 from tasks.features import MISSING, AsCategoryStrings, build_preprocessor
 from tasks.train import (

@@ -12,7 +12,6 @@ import mlflow
 import pandas as pd
 import pytest
 import yaml
-from conftest import make_config, synthetic_frame
 from mlflow import MlflowClient
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import (
@@ -23,6 +22,7 @@ from prefect.client.schemas.filters import (
 )
 from prefect.client.schemas.objects import StateType
 
+from conftest import make_config, synthetic_frame
 from flows.retrain import retrain_flow
 from tasks.errors import DataError
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from conftest import make_config
 
+from conftest import make_config
 from tasks.registry import Decision, decide
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import make_config
 
+from conftest import make_config
 from tasks.errors import DataError
 from tasks.split import Splits, assert_disjoint, split_frame
 

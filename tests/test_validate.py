@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import make_config, synthetic_frame
 
+from conftest import make_config, synthetic_frame
 from tasks.errors import DataError
 from tasks.validate import check_and_type, infer_columns
 
