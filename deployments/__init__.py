@@ -1,2 +1,5 @@
-"""Prefect deployments (scheduled, drift-check and drift-triggered retraining) built from the
-imported flow objects. See the deployments issue; `flows.retrain.retrain_flow` is the entry flow."""
+"""Prefect deployments of the retraining and drift-check flows, built from the imported flows."""
+
+from deployments.build import build_deployments, deployment_names
+
+__all__ = ["build_deployments", "deployment_names"]

@@ -241,6 +241,90 @@ def drift(
         print_drift_summary(result)
 
 
+def pin_local_state() -> None:
+    """Make local stores absolute, so flow runs started in other directories share them."""
+    from tasks.ingest import cache_dir
+    from tasks.monitoring import reports_dir
+    from tasks.tracking import tracking_uri
+
+    os.environ["MLFLOW_TRACKING_URI"] = tracking_uri()
+    os.environ["RETRAIN_CACHE_DIR"] = str(cache_dir().resolve())
+    os.environ["RETRAIN_REPORTS_DIR"] = str(reports_dir().resolve())
+
+
+@app.command()
+def serve(
+    config: Path = typer.Option(..., "--config", "-c", help="YAML pipeline config."),
+    data: str = typer.Option(None, "--data", help="Local copy of the data; overrides data.source."),
+    port: int = typer.Option(
+        4200, "--port", help="Port of the local Prefect server (without PREFECT_API_URL)."
+    ),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
+) -> None:
+    """Serve the scheduled, drift-check and drift-triggered deployments until Ctrl-C.
+
+    Without PREFECT_API_URL a local Prefect server (SQLite under .retrain/) is started first.
+    """
+    from contextlib import ExitStack
+
+    use_local_defaults()
+    pipeline_config = run_guarded(lambda: load(config, data), debug)
+    pin_local_state()
+    console = Console()
+    with ExitStack() as stack:
+        api_url = os.environ.get("PREFECT_API_URL")
+        if not api_url:
+            from deployments.servers import local_prefect_server
+
+            console.print("Starting a local Prefect server (database in .retrain/prefect) ...")
+            api_url = stack.enter_context(run_guarded(lambda: local_prefect_server(port), debug))
+        from prefect import serve as prefect_serve
+        from prefect.settings import PREFECT_API_URL, temporary_settings
+
+        stack.enter_context(temporary_settings(updates={PREFECT_API_URL: api_url}))
+        from deployments import build_deployments
+
+        deployments = build_deployments(pipeline_config)
+        console.print(f"Prefect dashboard: {api_url.removesuffix('/api')}", highlight=False)
+        console.print(f"MLflow tracking: {os.environ['MLFLOW_TRACKING_URI']}", highlight=False)
+        try:
+            prefect_serve(*deployments)
+        except KeyboardInterrupt:
+            console.print("Stopping.")
+
+
+@app.command()
+def dashboard(
+    prefect_port: int = typer.Option(4200, "--prefect-port"),
+    mlflow_port: int = typer.Option(5000, "--mlflow-port"),
+) -> None:
+    """Start the Prefect UI and the MLflow UI on the configured stores, print both URLs, wait for Ctrl-C."""
+    import time
+    from contextlib import ExitStack
+
+    from deployments.servers import local_mlflow_ui, local_prefect_server
+
+    use_local_defaults()
+    pin_local_state()
+    console = Console()
+    with ExitStack() as stack:
+        api_url = os.environ.get("PREFECT_API_URL") or stack.enter_context(local_prefect_server(prefect_port))
+        tracking = os.environ["MLFLOW_TRACKING_URI"]
+        mlflow_url = (
+            tracking
+            if tracking.startswith(("http://", "https://"))
+            else stack.enter_context(local_mlflow_ui(tracking, mlflow_port))
+        )
+        console.print(
+            f"Prefect UI: {api_url.removesuffix('/api')}\nMLflow UI:  {mlflow_url}", highlight=False
+        )
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            console.print("Stopping.")
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

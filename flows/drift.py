@@ -53,21 +53,21 @@ def drift_check_flow(config: PipelineConfig, current: DataConfig | None = None) 
     batch_raw = select_batch(raw, config, champion.tags.get("trained_until"), current is not None)
     batch, _ = validate(batch_raw, config, champion.schema, require_target=False)
     data_sha256 = fingerprint(batch_raw)
-    seen_in_run, history = drift_history(config, data_sha256)
-    if seen_in_run:
-        return skipped_summary(data_sha256, seen_in_run)
+    history = drift_history(config, data_sha256)
+    if history.same_batch_run_id:
+        return skipped_summary(data_sha256, history.same_batch_run_id)
 
     # Drift on the full batch; performance decay when it has labels
     columns, target = detect_drift(reference, batch, schema, config)
     performance = measure_performance(champion, batch, schema, config)
-    verdict = decide(columns, config, performance["decay"] if performance else None, history)
+    verdict = decide(columns, config, performance["decay"] if performance else None, history.verdicts)
 
     # Evidence: Evidently report, MLflow run, and the alert
     report_path, details = write_report(reference, batch, schema, config, reports_dir())
-    emitted, note = (
-        emit_drift_event(config, verdict, report_path.as_uri())
+    alert, note = (
+        emit_drift_event(config, verdict, report_path.as_uri(), history.last_alert_at)
         if verdict.drift_detected
-        else (False, "no drift, no event")
+        else ("none", "no drift, no event")
     )
     summary = {
         "drift_detected": verdict.drift_detected,
@@ -77,7 +77,7 @@ def drift_check_flow(config: PipelineConfig, current: DataConfig | None = None) 
         "reasons": verdict.reasons,
         "performance": performance,
         "target_drift": columns_table([target])[0] if target else None,
-        "event_emitted": emitted,
+        "event_emitted": alert == "sent",
         "event_note": note,
         "report_path": str(report_path),
         "batch_rows": len(batch),
@@ -93,6 +93,7 @@ def drift_check_flow(config: PipelineConfig, current: DataConfig | None = None) 
         tags={
             "data_sha256": data_sha256,
             "drift_detected": str(verdict.drift_detected).lower(),
+            "alert": alert,
             "prefect_flow_run_id": str(flow_run.id or ""),
         },
     )

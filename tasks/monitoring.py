@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import tempfile
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -57,22 +59,38 @@ def load_reference(champion: ChampionInfo) -> pd.DataFrame:
         return pd.read_parquet(path)
 
 
+@dataclass(frozen=True)
+class DriftHistory:
+    """What earlier checks of this model found."""
+
+    same_batch_run_id: str | None
+    verdicts: list[bool]
+    last_alert_at: datetime | None
+
+
 @task(name="drift-history", **_MLFLOW_EDGE)
-def drift_history(config: PipelineConfig, data_sha256: str) -> tuple[str | None, list[bool]]:
-    """The earlier check of this exact batch (its run id), and recent verdicts, newest first."""
+def drift_history(config: PipelineConfig, data_sha256: str) -> DriftHistory:
+    """The earlier check of this exact batch, recent verdicts (newest first) and the last alert."""
     mlflow_client = client()
     experiment_id = ensure_experiment(mlflow_client, config.monitoring_experiment)
     same = mlflow_client.search_runs(
         [experiment_id], filter_string=f"tags.data_sha256 = '{data_sha256}'", max_results=1
     )
     recent = mlflow_client.search_runs(
-        [experiment_id],
-        filter_string="tags.drift_detected != 'skipped'",
-        order_by=["attributes.start_time DESC"],
-        max_results=max(1, config.drift.window),
+        [experiment_id], order_by=["attributes.start_time DESC"], max_results=max(1, config.drift.window)
     )
-    history = [run.data.tags.get("drift_detected") == "true" for run in recent]
-    return (same[0].info.run_id if same else None), history
+    alerts = mlflow_client.search_runs(
+        [experiment_id],
+        filter_string="tags.alert = 'sent'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    last_alert = datetime.fromtimestamp(alerts[0].info.start_time / 1000, tz=timezone.utc) if alerts else None
+    return DriftHistory(
+        same[0].info.run_id if same else None,
+        [run.data.tags.get("drift_detected") == "true" for run in recent],
+        last_alert,
+    )
 
 
 @task(name="measure-performance", **_MLFLOW_EDGE)
@@ -133,15 +151,33 @@ def api_target() -> str | None:
     return PREFECT_API_URL.value() or None
 
 
+def in_cooldown(last_alert_at: datetime | None, cooldown_hours: float, now: datetime) -> bool:
+    """Whether an alert sent at `last_alert_at` still silences new ones."""
+    return last_alert_at is not None and now - last_alert_at < timedelta(hours=cooldown_hours)
+
+
 @task(name="emit-drift-event", cache_policy=NO_CACHE)
-def emit_drift_event(config: PipelineConfig, verdict: DriftVerdict, report_uri: str) -> tuple[bool, str]:
-    """Emit `retrain.drift.detected` for `retrain.model.<name>`.
+def emit_drift_event(
+    config: PipelineConfig, verdict: DriftVerdict, report_uri: str, last_alert_at: datetime | None
+) -> tuple[str, str]:
+    """Emit `retrain.drift.detected` for `retrain.model.<name>`, unless an alert is cooling down.
 
     Returns:
-        Whether an event was sent, and to what (emit_event returns None when it only logs).
+        The alert status (`sent`, `suppressed` or `not-sent`) and a sentence saying what happened;
+        `emit_event` returns None when Prefect has nowhere to send it.
     """
     from prefect.events import emit_event
 
+    logger = get_run_logger()
+    now = datetime.now(timezone.utc)
+    if in_cooldown(last_alert_at, config.drift.cooldown_hours, now):
+        note = (
+            f"alert suppressed: the last drift alert for {config.name} was sent at "
+            f"{last_alert_at:%Y-%m-%d %H:%M:%S} UTC, within "
+            f"drift.cooldown_hours={config.drift.cooldown_hours}"
+        )
+        logger.warning(note)
+        return "suppressed", note
     event = emit_event(
         event=DRIFT_EVENT,
         resource={
@@ -164,8 +200,8 @@ def emit_drift_event(config: PipelineConfig, verdict: DriftVerdict, report_uri: 
         )
     else:
         note = f"event {event.id} sent to {target}"
-    get_run_logger().info(note)
-    return event is not None, note
+    logger.info(note)
+    return ("sent" if event is not None else "not-sent"), note
 
 
 @task(name="publish-drift-summary", cache_policy=NO_CACHE)

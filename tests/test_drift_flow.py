@@ -119,3 +119,35 @@ def test_batch_missing_a_feature_is_bad_input(trained, tmp_path: Path) -> None:
     batch = synthetic_frame(rows=200, seed=3).drop(columns=["x2"])
     with pytest.raises(DataError, match=r"champion input column.*\['x2'\]"):
         drift_check_flow(trained, DataConfig(source=str(write(batch, tmp_path / "batch.csv"))))
+
+
+def test_alerts_within_the_cooldown_are_suppressed_and_shown(trained, tmp_path: Path) -> None:
+    def drifted(seed: int) -> DataConfig:
+        batch = synthetic_frame(rows=400, seed=seed)
+        batch["x1"] += 4.0
+        return DataConfig(source=str(write(batch, tmp_path / f"batch{seed}.csv")))
+
+    first = drift_check_flow(trained, drifted(20))
+    second = drift_check_flow(trained, drifted(21))  # a distinct drifted batch, within 6 hours
+    assert first["drift_detected"] and first["event_emitted"]
+    assert second["drift_detected"] and not second["event_emitted"]
+    assert second["event_note"].startswith("alert suppressed")
+    assert len(received_events(EVENT, f"retrain.model.{trained.name}")) == 1
+    key = trained.name.lower()
+    with get_client(sync_client=True) as prefect:
+        notes = prefect.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[f"{key}-drift"]))
+        )
+    assert any("alert suppressed" in str(a.data) for a in notes)
+
+
+def test_cooldown_window() -> None:
+    from datetime import datetime, timedelta, timezone
+
+    from tasks.monitoring import in_cooldown
+
+    now = datetime(2026, 1, 1, 12, tzinfo=timezone.utc)
+    assert in_cooldown(now - timedelta(hours=5), 6, now)
+    assert not in_cooldown(now - timedelta(hours=7), 6, now)
+    assert not in_cooldown(None, 6, now)
+    assert not in_cooldown(now - timedelta(minutes=1), 0, now)

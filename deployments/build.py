@@ -1,0 +1,87 @@
+"""The three deployments of one model config, built from the imported flow objects.
+
+- `<name>-scheduled`: `retrain` on `schedule.cron`.
+- `<name>-drift-check`: `drift-check` on `drift.cron`, checking the newest rows of the source.
+- `<name>-on-drift`: `retrain`, started by the `retrain.drift.detected` event of this model, with the
+  event's reasons as its `trigger` parameter.
+
+Both retrain deployments have a concurrency limit of 1. The scheduled one enqueues a colliding run
+(the schedule's retrain still happens, after the running one); the drift-triggered one cancels a
+colliding run (`CANCEL_NEW`): a retrain already running trains on the same newest data, so a second
+one would only repeat it. Drift alerts are also rate-limited at the source: the drift check sends at
+most one alert per `drift.cooldown_hours` and logs every suppressed one.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
+from prefect.deployments.runner import EntrypointType, RunnerDeployment
+from prefect.events.schemas.deployment_triggers import DeploymentEventTrigger
+from prefect.schedules import Cron
+
+from flows.drift import drift_check_flow
+from flows.retrain import retrain_flow
+from tasks.config import PipelineConfig
+from tasks.monitoring import DRIFT_EVENT
+
+TRIGGER_TEMPLATE = "drift alert: {{ event.payload.reasons | join('; ') }}"
+
+
+def deployment_names(name: str) -> dict[str, str]:
+    """Deployment names by role for model `name`."""
+    return {
+        "scheduled": f"{name}-scheduled",
+        "drift_check": f"{name}-drift-check",
+        "on_drift": f"{name}-on-drift",
+    }
+
+
+def drift_trigger(name: str) -> DeploymentEventTrigger:
+    """Run on every `retrain.drift.detected` event of model `name`, passing its reasons."""
+    return DeploymentEventTrigger(
+        name=f"{name}-drift-alert",
+        expect={DRIFT_EVENT},
+        match={"prefect.resource.id": f"retrain.model.{name}"},
+        parameters={"trigger": TRIGGER_TEMPLATE},
+    )
+
+
+def build_deployments(config: PipelineConfig) -> list[RunnerDeployment]:
+    """The scheduled, drift-check and drift-triggered deployments for `config`."""
+    names = deployment_names(config.name)
+    parameters: dict[str, Any] = {"config": config.model_dump(mode="json")}
+    tags = ["retrain", config.name]
+    return [
+        retrain_flow.to_deployment(
+            name=names["scheduled"],
+            schedule=Cron(config.schedule.cron, timezone=config.schedule.timezone),
+            parameters={**parameters, "trigger": "schedule"},
+            concurrency_limit=ConcurrencyLimitConfig(
+                limit=1, collision_strategy=ConcurrencyLimitStrategy.ENQUEUE
+            ),
+            tags=tags,
+            entrypoint_type=EntrypointType.MODULE_PATH,
+            description=f"Retrain {config.name} on {config.schedule.cron} ({config.schedule.timezone}).",
+        ),
+        drift_check_flow.to_deployment(
+            name=names["drift_check"],
+            schedule=Cron(config.drift.cron, timezone=config.schedule.timezone),
+            parameters=parameters,
+            tags=tags,
+            entrypoint_type=EntrypointType.MODULE_PATH,
+            description=f"Check the newest data of {config.name} for drift on {config.drift.cron}.",
+        ),
+        retrain_flow.to_deployment(
+            name=names["on_drift"],
+            triggers=[drift_trigger(config.name)],
+            parameters=parameters,
+            concurrency_limit=ConcurrencyLimitConfig(
+                limit=1, collision_strategy=ConcurrencyLimitStrategy.CANCEL_NEW
+            ),
+            tags=tags,
+            entrypoint_type=EntrypointType.MODULE_PATH,
+            description=f"Retrain {config.name} when a drift alert for it arrives.",
+        ),
+    ]
