@@ -30,6 +30,7 @@ test-fast: install
 
 bench: install
 	$(BIN)/python benchmarks/overhead.py
+	$(BIN)/python benchmarks/drift.py
 
 lint: install
 	$(BIN)/ruff check .
