@@ -241,6 +241,41 @@ def drift(
         print_drift_summary(result)
 
 
+@app.command()
+def backtest(
+    config: Path = typer.Option(..., "--config", "-c", help="YAML pipeline config."),
+    start: str = typer.Option(None, "--start", help="First replayed day (default: after 30% of the range)."),
+    step: str = typer.Option("7d", "--step", help="Window length: 12h, 7d, 2w ..."),
+    policies: str = typer.Option(
+        "never,every:28d,drift", "--policies", help="never, every:<interval>, drift."
+    ),
+    out: Path = typer.Option(Path("backtest"), "--out", help="Folder for the table, plot and summary."),
+    data: str = typer.Option(None, "--data", help="Local copy of the data; overrides data.source."),
+    retune: bool = typer.Option(False, "--retune", help="Tune again at every retrain (slower)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object as the last line."),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
+) -> None:
+    """Replay history: what would never, every:<interval> and drift-triggered retraining have delivered?"""
+    use_local_defaults()
+    pipeline_config = run_guarded(lambda: load(config, data), debug)
+    from flows.backtest import backtest_flow
+    from tasks.backtest import parse_duration, parse_policies
+
+    run_guarded(lambda: (parse_policies(policies), parse_duration(step)), debug)  # fail fast, exit 2
+    if not debug:
+        quiet_bad_input_on_console()
+    result = run_guarded(
+        lambda: backtest_flow(pipeline_config, start, step, policies, retune, str(out)), debug
+    )
+    if as_json:
+        keys = ("metric", "policies", "table", "plot")
+        sys.stdout.write(json.dumps({k: result[k] for k in keys}, default=str) + "\n")
+        return
+    console = Console()
+    console.print(Path(result["summary"]).read_text(), highlight=False)
+    console.print(f"Table: {result['table']}\nPlot: {result['plot']}\nMLflow run: {result['mlflow_run_id']}")
+
+
 def pin_local_state() -> None:
     """Make local stores absolute, so flow runs started in other directories share them."""
     from tasks.ingest import cache_dir

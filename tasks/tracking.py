@@ -146,8 +146,9 @@ def log_values(
     tags: dict[str, str] | None = None,
     artifacts: dict[str, Any] | None = None,
     files: list[Path] | None = None,
+    files_dir: str = "plots",
 ) -> None:
-    """Log flattened params, metrics and tags, JSON artifacts (by file name) and files."""
+    """Log flattened params, metrics and tags, JSON artifacts (by file name) and files (to `files_dir`)."""
     mlflow_client = client()
     now = int(time.time() * 1000)
     mlflow_client.log_batch(
@@ -163,7 +164,7 @@ def log_values(
     for artifact_file, payload in (artifacts or {}).items():
         log_json(mlflow_client, run_id, payload, artifact_file)
     for path in files or []:
-        mlflow_client.log_artifact(run_id, str(path), "plots")
+        mlflow_client.log_artifact(run_id, str(path), files_dir)
 
 
 def log_trial_runs(parent_run_id: str, metric: str, trials: list[dict[str, Any]]) -> None:

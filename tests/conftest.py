@@ -11,7 +11,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tasks.config import PipelineConfig, parse_config
+# One OpenMP thread per process: the integration tests run Prefect and MLflow servers beside the
+# flows, and HistGradientBoosting's spinning thread pool slows down by 100x when cores are shared.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+from tasks.config import PipelineConfig, parse_config  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
