@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 RETRAIN_DATA ?= $(wildcard ../shared/data/bike_sharing_hourly.csv)
 export RETRAIN_DATA
 
-.PHONY: install run test test-fast bench lint clean
+.PHONY: install run test test-fast bench lint clean serve dashboard
 
 install: $(STAMP)
 
@@ -31,6 +31,12 @@ test-fast: install
 bench: install
 	$(BIN)/python benchmarks/overhead.py
 	$(BIN)/python benchmarks/drift.py
+
+serve: install
+	$(BIN)/retrain serve --config $(CONFIG)
+
+dashboard: install
+	$(BIN)/retrain dashboard
 
 lint: install
 	$(BIN)/ruff check .
