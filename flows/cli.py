@@ -222,6 +222,9 @@ def drift(
     current: str = typer.Option(
         None, "--current", help="Batch to check (path, URL or SQL URL); default: rows after training."
     ),
+    current_query: str = typer.Option(
+        None, "--current-query", help="SQL query to run when --current is a database URL."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object as the last line."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
 ) -> None:
@@ -233,7 +236,7 @@ def drift(
 
     if not debug:
         quiet_bad_input_on_console()
-    batch = DataConfig(source=current) if current else None
+    batch = DataConfig(source=current, query=current_query) if current else None
     result = run_guarded(lambda: drift_check_flow(pipeline_config, batch), debug)
     if as_json:
         sys.stdout.write(json.dumps({k: result.get(k) for k in DRIFT_JSON_KEYS}, default=str) + "\n")

@@ -76,7 +76,7 @@ def column_drift(
 def detect_columns(
     reference: pd.DataFrame, current: pd.DataFrame, schema: DataSchema, drift: DriftConfig
 ) -> list[ColumnDrift]:
-    """Drift test of every feature (and of the target when both sides have it)."""
+    """Drift test of every feature of the schema, each with its configured or default method."""
     columns = [(c, "numeric") for c in schema.numeric] + [(c, "categorical") for c in schema.categorical]
     results = [
         column_drift(

@@ -151,3 +151,17 @@ def test_cooldown_window() -> None:
     assert not in_cooldown(now - timedelta(hours=7), 6, now)
     assert not in_cooldown(None, 6, now)
     assert not in_cooldown(now - timedelta(minutes=1), 0, now)
+
+
+def test_batch_from_a_sql_query(trained, tmp_path: Path) -> None:
+    import sqlalchemy as sa
+
+    batch = synthetic_frame(rows=300, seed=30)
+    batch["x1"] += 3.0
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'batches.db'}")
+    batch.to_sql("batch", engine, index=False)
+    engine.dispose()
+    source = DataConfig(source=f"sqlite:///{tmp_path / 'batches.db'}", query="SELECT * FROM batch")
+    result = drift_check_flow(trained, source)
+    assert result["batch_rows"] == 300
+    assert "x1" in result["drifted_columns"]
