@@ -69,8 +69,18 @@ def stop(process: subprocess.Popen, timeout: float = 20) -> None:
 def start_prefect_server(
     port: int, env: dict[str, str] | None = None, log_path: Path | None = None
 ) -> subprocess.Popen:
-    """Start `prefect server start` on 127.0.0.1:`port` in its own process group."""
-    environment = {**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false", **(env or {})}
+    """Start `prefect server start` on 127.0.0.1:`port` in its own process group.
+
+    The UI learns its API URL from the server settings, not from `--port`: without
+    PREFECT_SERVER_API_PORT it would call port 4200 whatever port the server listens on.
+    """
+    environment = {
+        **os.environ,
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_SERVER_API_HOST": "127.0.0.1",
+        "PREFECT_SERVER_API_PORT": str(port),
+        **(env or {}),
+    }
     environment.pop("PREFECT_API_URL", None)
     log = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115 - owned by the child
     return subprocess.Popen(

@@ -306,6 +306,9 @@ def serve(
     from contextlib import ExitStack
 
     use_local_defaults()
+    # Prefect's runner polls for runs every 10 s by default; a drift alert's retrain should start
+    # sooner. Set before Prefect is imported (by pin_local_state), when its settings are read.
+    os.environ.setdefault("PREFECT_RUNNER_POLL_FREQUENCY", "5")
     pipeline_config = run_guarded(lambda: load(config, data), debug)
     pin_local_state()
     console = Console()
@@ -315,7 +318,7 @@ def serve(
             from deployments.servers import local_prefect_server
 
             console.print("Starting a local Prefect server (database in .retrain/prefect) ...")
-            api_url = stack.enter_context(run_guarded(lambda: local_prefect_server(port), debug))
+            api_url = run_guarded(lambda: stack.enter_context(local_prefect_server(port)), debug)
         from prefect import serve as prefect_serve
         from prefect.settings import PREFECT_API_URL, temporary_settings
 
