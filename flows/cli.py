@@ -116,6 +116,24 @@ def load(config_path: Path, data: str | None) -> Any:
     return config
 
 
+def prepare(config_path: Path, data: str | None, debug: bool) -> Any:
+    """Local defaults, then the validated config (exit 2 on a bad one)."""
+    use_local_defaults()
+    return run_guarded(lambda: load(config_path, data), debug)
+
+
+def run_flow(call: Any, debug: bool) -> dict[str, Any]:
+    """Run a flow call; bad input is printed once, by the CLI, without Prefect's traceback."""
+    if not debug:
+        quiet_bad_input_on_console()
+    return run_guarded(call, debug)
+
+
+def print_json(result: dict[str, Any], keys: tuple[str, ...]) -> None:
+    """The `--json` contract: one JSON object as the last line of stdout."""
+    sys.stdout.write(json.dumps({k: result.get(k) for k in keys}, default=str) + "\n")
+
+
 def print_summary(result: dict[str, Any]) -> None:
     """The human summary: leaderboard, baseline, champion, decision, where to look."""
     console = Console()
@@ -162,15 +180,12 @@ def run(
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
 ) -> None:
     """Retrain: ingest, validate, tune, evaluate and maybe promote a new champion."""
-    use_local_defaults()
-    pipeline_config = run_guarded(lambda: load(config, data), debug)
+    pipeline_config = prepare(config, data, debug)
     from flows.retrain import retrain_flow
 
-    if not debug:
-        quiet_bad_input_on_console()
-    result = run_guarded(lambda: retrain_flow(pipeline_config), debug)
+    result = run_flow(lambda: retrain_flow(pipeline_config), debug)
     if as_json:
-        sys.stdout.write(json.dumps({k: result[k] for k in JSON_KEYS}, default=str) + "\n")
+        print_json(result, JSON_KEYS)
     else:
         print_summary(result)
 
@@ -229,17 +244,14 @@ def drift(
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
 ) -> None:
     """Check the newest data for drift against the champion's training data; alert on drift."""
-    use_local_defaults()
-    pipeline_config = run_guarded(lambda: load(config, None), debug)
+    pipeline_config = prepare(config, None, debug)
     from flows.drift import drift_check_flow
     from tasks.config import DataConfig
 
-    if not debug:
-        quiet_bad_input_on_console()
     batch = DataConfig(source=current, query=current_query) if current else None
-    result = run_guarded(lambda: drift_check_flow(pipeline_config, batch), debug)
+    result = run_flow(lambda: drift_check_flow(pipeline_config, batch), debug)
     if as_json:
-        sys.stdout.write(json.dumps({k: result.get(k) for k in DRIFT_JSON_KEYS}, default=str) + "\n")
+        print_json(result, DRIFT_JSON_KEYS)
     else:
         print_drift_summary(result)
 
@@ -259,20 +271,14 @@ def backtest(
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
 ) -> None:
     """Replay history: what would never, every:<interval> and drift-triggered retraining have delivered?"""
-    use_local_defaults()
-    pipeline_config = run_guarded(lambda: load(config, data), debug)
+    pipeline_config = prepare(config, data, debug)
     from flows.backtest import backtest_flow
     from tasks.backtest import parse_duration, parse_policies
 
     run_guarded(lambda: (parse_policies(policies), parse_duration(step)), debug)  # fail fast, exit 2
-    if not debug:
-        quiet_bad_input_on_console()
-    result = run_guarded(
-        lambda: backtest_flow(pipeline_config, start, step, policies, retune, str(out)), debug
-    )
+    result = run_flow(lambda: backtest_flow(pipeline_config, start, step, policies, retune, str(out)), debug)
     if as_json:
-        keys = ("metric", "policies", "table", "plot")
-        sys.stdout.write(json.dumps({k: result[k] for k in keys}, default=str) + "\n")
+        print_json(result, ("metric", "policies", "table", "plot"))
         return
     console = Console()
     console.print(Path(result["summary"]).read_text(), highlight=False)
@@ -305,11 +311,10 @@ def serve(
     """
     from contextlib import ExitStack
 
-    use_local_defaults()
     # Prefect's runner polls for runs every 10 s by default; a drift alert's retrain should start
     # sooner. Set before Prefect is imported (by pin_local_state), when its settings are read.
     os.environ.setdefault("PREFECT_RUNNER_POLL_FREQUENCY", "5")
-    pipeline_config = run_guarded(lambda: load(config, data), debug)
+    pipeline_config = prepare(config, data, debug)
     pin_local_state()
     console = Console()
     with ExitStack() as stack:

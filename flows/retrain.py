@@ -61,6 +61,12 @@ def retrain_flow(config: PipelineConfig, trigger: str = "manual") -> dict[str, A
             artifacts={"lineage/windows.json": splits.describe(), "lineage/schema.json": schema.as_dict()},
         )
 
+        # I/O that needs only the windows runs in threads while the models train
+        champion_scored = score_champion.submit(champion, splits.test, schema, config.task)
+        reference = log_reference_sample.submit(
+            run_id, splits.train_full, config.mlflow.reference_rows, config.tuning.seed
+        )
+
         # Baseline, candidates tuned on recent rows against validation, refit on all training data
         baseline_on_train = train_baseline(splits.train, preprocessor, schema, config.task)
         results = [
@@ -77,19 +83,19 @@ def retrain_flow(config: PipelineConfig, trigger: str = "manual") -> dict[str, A
             best.best_params,
             config.tuning.seed,
         )
+        plots = log_plots.submit(run_id, model, splits.test, schema, config.task)
         baseline = train_baseline(splits.train_full, preprocessor, schema, config.task)
 
         # Evaluate once on the test window, with the baseline and the champion on the same rows
         metrics = evaluate(model, splits.test, schema, config.task)
         baseline_metrics = evaluate(baseline, splits.test, schema, config.task)
-        champion_metrics = score_champion(champion, splits.test, schema, config.task)
+        champion_metrics = champion_scored.result()
         board = leaderboard(
             results,
             evaluate(baseline_on_train, splits.validation, schema, config.task),
             config.metric.name,
             config.greater_is_better,
         )
-        plots = log_plots(run_id, model, splits.test, schema, config.task)
         log_values(
             run_id,
             params={"best_candidate": best.candidate, "best_params": best.best_params},
@@ -103,9 +109,6 @@ def retrain_flow(config: PipelineConfig, trigger: str = "manual") -> dict[str, A
 
         # Compare, register, and promote last
         decision = compare(config, metrics, baseline_metrics, champion_metrics)
-        reference = log_reference_sample(
-            run_id, splits.train_full, config.mlflow.reference_rows, config.tuning.seed
-        )
         version = register_model(
             run_id,
             model,
@@ -116,7 +119,7 @@ def retrain_flow(config: PipelineConfig, trigger: str = "manual") -> dict[str, A
                 "data_sha256": data_sha256,
                 "config_sha256": config.fingerprint(),
                 "prefect_flow_run_id": flow_run_id or "",
-                "reference_artifact": reference,
+                "reference_artifact": reference.result(),
                 "trained_until": str(splits.validation[config.time_column].max())
                 if config.time_column
                 else "",
@@ -137,7 +140,7 @@ def retrain_flow(config: PipelineConfig, trigger: str = "manual") -> dict[str, A
             "best_candidate": best.candidate,
             "leaderboard": board,
             "windows": splits.describe(),
-            "plots": plots,
+            "plots": plots.result(),
             "mlflow_run_id": run_id,
             "prefect_flow_run_id": flow_run_id,
             "trigger": trigger,
