@@ -22,7 +22,7 @@ from tasks.tracking import (
     start_run,
 )
 from tasks.train import refit_best, train_baseline
-from tasks.tune import best_of, tune_candidate
+from tasks.tune import best_of, log_trials, tune_candidate
 from tasks.validate import validate
 
 
@@ -69,10 +69,12 @@ def retrain_flow(config: PipelineConfig, trigger: str = "manual") -> dict[str, A
 
         # Baseline, candidates tuned on recent rows against validation, refit on all training data
         baseline_on_train = train_baseline(splits.train, preprocessor, schema, config.task)
-        results = [
-            tune_candidate(splits.train, splits.validation, preprocessor, schema, config, name, run_id)
-            for name in config.candidates
-        ]
+        results, trials_logged = [], []
+        for name in config.candidates:
+            results.append(
+                tune_candidate(splits.train, splits.validation, preprocessor, schema, config, name)
+            )
+            trials_logged.append(log_trials.submit(run_id, config.metric.name, results[-1]))
         best = best_of(results, config.greater_is_better)
         model = refit_best(
             splits.train_full,
@@ -82,6 +84,23 @@ def retrain_flow(config: PipelineConfig, trigger: str = "manual") -> dict[str, A
             best.candidate,
             best.best_params,
             config.tuning.seed,
+        )
+        # Registration (every final model is a new version) and plots run beside the evaluation
+        registered = register_model.submit(
+            run_id,
+            model,
+            config.name,
+            splits.train_full,
+            schema,
+            tags={
+                "data_sha256": data_sha256,
+                "config_sha256": config.fingerprint(),
+                "prefect_flow_run_id": flow_run_id or "",
+                "reference_artifact": reference,
+                "trained_until": str(splits.validation[config.time_column].max())
+                if config.time_column
+                else "",
+            },
         )
         plots = log_plots.submit(run_id, model, splits.test, schema, config.task)
         baseline = train_baseline(splits.train_full, preprocessor, schema, config.task)
@@ -107,26 +126,16 @@ def retrain_flow(config: PipelineConfig, trigger: str = "manual") -> dict[str, A
             artifacts={"leaderboard.json": board},
         )
 
-        # Compare, register, and promote last
+        # Compare, and promote last
         decision = compare(config, metrics, baseline_metrics, champion_metrics)
-        version = register_model(
-            run_id,
-            model,
+        version = registered.result()
+        decision = promote(
             config.name,
-            splits.train_full,
-            schema,
-            tags={
-                "data_sha256": data_sha256,
-                "config_sha256": config.fingerprint(),
-                "prefect_flow_run_id": flow_run_id or "",
-                "reference_artifact": reference.result(),
-                "trained_until": str(splits.validation[config.time_column].max())
-                if config.time_column
-                else "",
-                f"test_{config.metric.name}": f"{metrics[config.metric.name]:.6g}",
-            },
+            version,
+            decision,
+            champion,
+            tags={f"test_{config.metric.name}": f"{metrics[config.metric.name]:.6g}"},
         )
-        decision = promote(config.name, version, decision, champion)
         summary = {
             "promoted": decision.promote,
             "model_name": config.name,
@@ -150,5 +159,6 @@ def retrain_flow(config: PipelineConfig, trigger: str = "manual") -> dict[str, A
             tags={"decision": "promoted" if decision.promote else "rejected", "model_version": version},
         )
         publish_summary(board, summary)
+        summary["trials"] = sum(future.result() for future in trials_logged)
     finish_run(run_id)
     return summary

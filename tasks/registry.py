@@ -58,15 +58,33 @@ def get_alias_version(name: str, alias: str) -> Any | None:
         raise
 
 
-def own_types(model: Pipeline) -> list[str]:
+def _structure(estimator: object) -> tuple:
+    """The classes an estimator is made of (what skops's type list depends on), recursively."""
+    parts: list[object] = [type(estimator).__qualname__]
+    for value in getattr(estimator, "__dict__", {}).values():
+        for child in value if isinstance(value, list | tuple) else [value]:
+            child = child[1] if isinstance(child, tuple) and len(child) >= 2 else child
+            if hasattr(child, "get_params"):
+                parts.append(_structure(child))
+    return tuple(parts)
+
+
+_TYPES_BY_STRUCTURE: dict[tuple, list[str]] = {}
+
+
+def own_types(model: Pipeline, fresh: bool = False) -> list[str]:
     """The types skops must be told to trust for a model this pipeline built itself.
 
     MLflow saves scikit-learn models with skops, which refuses types it does not know (our own
     transformers, tree internals) unless they are listed; the list is stored with the model.
+    Listing them takes a full extra dump, so the list is kept per model structure.
     """
     import skops.io
 
-    return skops.io.get_untrusted_types(data=skops.io.dumps(model))
+    key = _structure(model)
+    if fresh or key not in _TYPES_BY_STRUCTURE:
+        _TYPES_BY_STRUCTURE[key] = skops.io.get_untrusted_types(data=skops.io.dumps(model))
+    return _TYPES_BY_STRUCTURE[key]
 
 
 @task(
@@ -173,21 +191,31 @@ def register_model(
 
     mlflow.set_tracking_uri(tracking_uri())
     mlflow.set_registry_uri(tracking_uri())
-    features = example[schema.features]
+    # The signature needs column types, not every row: a sample keeps logging quick.
+    features = example[schema.features].sample(n=min(1000, len(example)), random_state=0)
     # Integers widen to float in the signature so a batch with missing values still validates.
     widened = features.astype({c: "float64" for c in features.select_dtypes("integer").columns})
     signature = infer_signature(widened, model.predict(features))
     input_schema = {c: "numeric" for c in schema.numeric} | {c: "categorical" for c in schema.categorical}
     requirements = [f"scikit-learn=={sklearn.__version__}", f"pandas=={pd.__version__}", "retrain-pipeline"]
-    with mlflow.start_run(run_id=run_id):
-        info = mlflow.sklearn.log_model(
-            model,
-            name="model",
-            signature=signature,
-            input_example=features.head(5),
-            pip_requirements=requirements,
-            skops_trusted_types=own_types(model),
-        )
+
+    def log(trusted: list[str]) -> Any:
+        with mlflow.start_run(run_id=run_id):
+            return mlflow.sklearn.log_model(
+                model,
+                name="model",
+                signature=signature,
+                input_example=features.head(5),
+                pip_requirements=requirements,
+                skops_trusted_types=trusted,
+            )
+
+    try:
+        info = log(own_types(model))
+    except MlflowException as exc:  # a cached type list that misses a type: list them afresh
+        if "untrusted types" not in str(exc):
+            raise
+        info = log(own_types(model, fresh=True))
     mlflow_client = client()
     try:
         mlflow_client.create_registered_model(name)
@@ -212,13 +240,21 @@ def register_model(
     retry_delay_seconds=2,
     retry_condition_fn=retry_unless_bad_input,
 )
-def promote(name: str, version: str, decision: Decision, compared_with: ChampionInfo | None) -> Decision:
-    """Record the decision on the version and, when promoting, move `champion` to it.
+def promote(
+    name: str,
+    version: str,
+    decision: Decision,
+    compared_with: ChampionInfo | None,
+    tags: dict[str, str] | None = None,
+) -> Decision:
+    """Record the decision (and `tags`) on the version and, when promoting, move `champion` to it.
 
     The champion alias is re-read first: if another run moved it since this run compared against
     it, this run does not promote (its comparison is stale), so two concurrent runs cannot both win.
     """
     mlflow_client = client()
+    for key, value in (tags or {}).items():
+        mlflow_client.set_model_version_tag(name, version, key, value)
     if decision.promote:
         current = get_alias_version(name, CHAMPION)
         current_version = str(current.version) if current is not None else None

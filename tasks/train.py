@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pandas as pd
@@ -85,6 +88,21 @@ def make_estimator(task_kind: str, candidate: str, params: dict[str, Any], seed:
     return estimator
 
 
+@contextmanager
+def spare_a_core() -> Iterator[None]:
+    """Let OpenMP models use all cores but one while orchestrated.
+
+    HistGradientBoosting's OpenMP threads spin while they wait for each other: when the Prefect
+    API and MLflow logging threads take a core beside them, its fits slow down several times
+    (measured: 3.7 s instead of 2.4 s for the bundled tuning on 2 cores). The models are the same
+    whatever the number of threads.
+    """
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=max(1, (os.cpu_count() or 2) - 1), user_api="openmp"):
+        yield
+
+
 def make_pipeline(preprocessor: ColumnTransformer, estimator: BaseEstimator) -> Pipeline:
     """Preprocessing and model in one pipeline, so the logged model takes raw columns."""
     return Pipeline([("preprocess", clone(preprocessor)), ("model", estimator)])
@@ -117,4 +135,5 @@ def refit_best(
     """Fit the winning candidate and params on the complete training data (train + validation)."""
     get_run_logger().info("Refitting %s %s on %d rows", candidate, params, len(train_full))
     estimator = make_estimator(task_kind, candidate, params, seed)
-    return fit_pipeline(make_pipeline(preprocessor, estimator), train_full, schema)
+    with spare_a_core():
+        return fit_pipeline(make_pipeline(preprocessor, estimator), train_full, schema)

@@ -15,7 +15,7 @@ from sklearn.model_selection import ParameterGrid, ParameterSampler
 from tasks.config import CandidateConfig, PipelineConfig
 from tasks.evaluate import is_better, score
 from tasks.tracking import log_trial_runs
-from tasks.train import fit_pipeline, make_estimator, make_pipeline, search_space
+from tasks.train import fit_pipeline, make_estimator, make_pipeline, search_space, spare_a_core
 from tasks.validate import DataSchema
 
 
@@ -113,6 +113,13 @@ def best_of(results: list[TuneResult], greater_is_better: bool) -> TuneResult:
     return best
 
 
+@task(name="log-trials", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
+def log_trials(parent_run_id: str, metric: str, result: TuneResult) -> int:
+    """Log every trial of a tuning result as a nested MLflow run of `parent_run_id`."""
+    log_trial_runs(parent_run_id, metric, [asdict(t) for t in result.trials])
+    return len(result.trials)
+
+
 @task(name="tune", cache_policy=NO_CACHE)
 def tune_candidate(
     train: pd.DataFrame,
@@ -121,11 +128,12 @@ def tune_candidate(
     schema: DataSchema,
     config: PipelineConfig,
     candidate: str,
-    parent_run_id: str,
 ) -> TuneResult:
-    """Tune one candidate; every trial is logged as a nested MLflow run of `parent_run_id`."""
-    result = search(train, validation, preprocessor, schema, config, candidate, config.candidates[candidate])
-    log_trial_runs(parent_run_id, config.metric.name, [asdict(t) for t in result.trials])
+    """Tune one candidate (its trials are logged by `log_trials`)."""
+    with spare_a_core():
+        result = search(
+            train, validation, preprocessor, schema, config, candidate, config.candidates[candidate]
+        )
     get_run_logger().info(
         "%s: best validation %s %.4f with %s (%d trials)",
         candidate,
