@@ -11,7 +11,7 @@ not involved: it lives in the drift flow, before the event, not in the trigger.
 For every event it prints, from the event's `occurred` time:
 - created: when the trigger's automation created the flow run (the server's reaction);
 - pending: when `retrain serve` picked the run up (its runner polls every
-  PREFECT_RUNNER_POLL_FREQUENCY seconds, 10 by default);
+  PREFECT_RUNNER_POLL_FREQUENCY seconds: 5 in `retrain serve`, 10 in Prefect by default);
 - started: the flow run's `start_time`, when it was RUNNING in the process the runner started for
   it (after that process imported the pipeline);
 - finished: when the retrain was done (for scale).
@@ -166,7 +166,7 @@ def main() -> int:
                         )
                     except Exception:  # noqa: BLE001 - not registered yet
                         time.sleep(0.5)
-                poll = env.get("PREFECT_RUNNER_POLL_FREQUENCY", "10 (Prefect's default)")
+                poll = env.get("PREFECT_RUNNER_POLL_FREQUENCY", "5 (retrain serve's default)")
                 print(f"`retrain serve` ready; runner poll frequency {poll} s\n")
 
                 def on_drift_runs() -> list:
