@@ -7,7 +7,7 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -29,6 +29,14 @@ JSON_KEYS = (
     "prefect_flow_run_id",
 )
 EXIT_BAD_INPUT, EXIT_FAILURE = 2, 1
+
+# Options shared by the commands.
+ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="YAML pipeline config.")]
+DataOption = Annotated[
+    str | None, typer.Option("--data", help="Local copy of the data; overrides data.source.")
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object as the last line.")]
+DebugOption = Annotated[bool, typer.Option("--debug", help="Show tracebacks.")]
 
 
 @app.callback()
@@ -174,10 +182,10 @@ def print_summary(result: dict[str, Any]) -> None:
 
 @app.command()
 def run(
-    config: Path = typer.Option(..., "--config", "-c", help="YAML pipeline config."),
-    data: str = typer.Option(None, "--data", help="Local copy of the data; overrides data.source."),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object as the last line."),
-    debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
+    config: ConfigOption,
+    data: DataOption = None,
+    as_json: JsonOption = False,
+    debug: DebugOption = False,
 ) -> None:
     """Retrain: ingest, validate, tune, evaluate and maybe promote a new champion."""
     pipeline_config = prepare(config, data, debug)
@@ -233,15 +241,15 @@ def print_drift_summary(result: dict[str, Any]) -> None:
 
 @app.command()
 def drift(
-    config: Path = typer.Option(..., "--config", "-c", help="YAML pipeline config."),
+    config: ConfigOption,
     current: str = typer.Option(
         None, "--current", help="Batch to check (path, URL or SQL URL); default: rows after training."
     ),
     current_query: str = typer.Option(
         None, "--current-query", help="SQL query to run when --current is a database URL."
     ),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object as the last line."),
-    debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
+    as_json: JsonOption = False,
+    debug: DebugOption = False,
 ) -> None:
     """Check the newest data for drift against the champion's training data; alert on drift."""
     pipeline_config = prepare(config, None, debug)
@@ -258,17 +266,17 @@ def drift(
 
 @app.command()
 def backtest(
-    config: Path = typer.Option(..., "--config", "-c", help="YAML pipeline config."),
+    config: ConfigOption,
     start: str = typer.Option(None, "--start", help="First replayed day (default: after 30% of the range)."),
     step: str = typer.Option("7d", "--step", help="Window length: 12h, 7d, 2w ..."),
     policies: str = typer.Option(
         "never,every:28d,drift", "--policies", help="never, every:<interval>, drift."
     ),
     out: Path = typer.Option(Path("backtest"), "--out", help="Folder for the table, plot and summary."),
-    data: str = typer.Option(None, "--data", help="Local copy of the data; overrides data.source."),
+    data: DataOption = None,
     retune: bool = typer.Option(False, "--retune", help="Tune again at every retrain (slower)."),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object as the last line."),
-    debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
+    as_json: JsonOption = False,
+    debug: DebugOption = False,
 ) -> None:
     """Replay history: what would never, every:<interval> and drift-triggered retraining have delivered?"""
     pipeline_config = prepare(config, data, debug)
@@ -298,12 +306,12 @@ def pin_local_state() -> None:
 
 @app.command()
 def serve(
-    config: Path = typer.Option(..., "--config", "-c", help="YAML pipeline config."),
-    data: str = typer.Option(None, "--data", help="Local copy of the data; overrides data.source."),
+    config: ConfigOption,
+    data: DataOption = None,
     port: int = typer.Option(
         4200, "--port", help="Port of the local Prefect server (without PREFECT_API_URL)."
     ),
-    debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
+    debug: DebugOption = False,
 ) -> None:
     """Serve the scheduled, drift-check and drift-triggered deployments until Ctrl-C.
 
