@@ -172,9 +172,9 @@ def print_summary(result: dict[str, Any]) -> None:
     from tasks.tracking import tracking_uri
 
     console.print(
-        f"MLflow: run {result['mlflow_run_id']} in {tracking_uri()} "
-        f"(see it with `mlflow ui --backend-store-uri {tracking_uri()}`)\n"
-        f"Prefect: flow run {result['prefect_flow_run_id']} (`prefect server start` shows it)",
+        f"MLflow: run {result['mlflow_run_id']} in {tracking_uri()}\n"
+        f"Prefect: flow run {result['prefect_flow_run_id']}\n"
+        "See both in the dashboards: `retrain dashboard` (or `make dashboard`).",
         highlight=False,
         soft_wrap=True,
     )
@@ -293,6 +293,16 @@ def backtest(
     console.print(f"Table: {result['table']}\nPlot: {result['plot']}\nMLflow run: {result['mlflow_run_id']}")
 
 
+def stop_on_sigterm() -> None:
+    """Treat SIGTERM like Ctrl-C, so the servers started here are stopped on the way out."""
+    import signal
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+
+
 def pin_local_state() -> None:
     """Make local stores absolute, so flow runs started in other directories share them."""
     from tasks.ingest import cache_dir
@@ -324,6 +334,7 @@ def serve(
     os.environ.setdefault("PREFECT_RUNNER_POLL_FREQUENCY", "5")
     pipeline_config = prepare(config, data, debug)
     pin_local_state()
+    stop_on_sigterm()
     console = Console()
     with ExitStack() as stack:
         api_url = os.environ.get("PREFECT_API_URL")
@@ -360,6 +371,7 @@ def dashboard(
 
     use_local_defaults()
     pin_local_state()
+    stop_on_sigterm()
     console = Console()
     with ExitStack() as stack:
         api_url = os.environ.get("PREFECT_API_URL") or stack.enter_context(local_prefect_server(prefect_port))
