@@ -9,7 +9,6 @@ from prefect.runtime import flow_run
 
 from tasks.config import DataConfig, PipelineConfig
 from tasks.drift import (
-    champion_schema,
     columns_table,
     decide,
     detect_drift,
@@ -46,7 +45,7 @@ def drift_check_flow(config: PipelineConfig, current: DataConfig | None = None) 
     # The champion and exactly what it was trained on
     champion = require_champion(find_champion(config.name), config.name)
     reference = load_reference(champion)
-    schema = champion_schema(champion.schema, config.target, config.time_column)
+    schema = champion.input_schema(config.target, config.time_column)
 
     # The batch, with the same checks as training (target optional)
     raw = ingest(current or config.data)

@@ -27,7 +27,8 @@ from tasks.evaluate import score
 from tasks.features import build_preprocessor
 from tasks.monitoring import in_cooldown
 from tasks.split import split_frame
-from tasks.train import fit_pipeline, make_estimator, make_pipeline
+from tasks.tracking import reference_sample
+from tasks.train import fit_candidate
 from tasks.tune import best_of, search
 from tasks.validate import DataSchema
 
@@ -152,13 +153,9 @@ def fit_model(
     frame: pd.DataFrame, schema: DataSchema, config: PipelineConfig, candidate: str, params: dict[str, Any]
 ) -> Pipeline:
     """Fit preprocessing and model on `frame`, as `refit_best` does."""
-    estimator = make_estimator(config.task, candidate, params, config.tuning.seed)
-    return fit_pipeline(make_pipeline(build_preprocessor(schema), estimator), frame, schema)
-
-
-def reference_sample(frame: pd.DataFrame, config: PipelineConfig) -> pd.DataFrame:
-    """The drift reference of a model trained on `frame` (as the retraining flow logs it)."""
-    return frame.sample(n=min(config.mlflow.reference_rows, len(frame)), random_state=config.tuning.seed)
+    return fit_candidate(
+        frame, build_preprocessor(schema), schema, config.task, candidate, params, config.tuning.seed
+    )
 
 
 def wants_retrain(
@@ -208,7 +205,16 @@ def replay(
     started = time.perf_counter()
     first_model = fit_model(history, schema, config, spec.candidate, spec.params)
     first_seconds = time.perf_counter() - started
-    states = [PolicyState(p, first_model, spec, reference_sample(history, config), begin) for p in policies]
+    states = [
+        PolicyState(
+            p,
+            first_model,
+            spec,
+            reference_sample(history, config.mlflow.reference_rows, config.tuning.seed),
+            begin,
+        )
+        for p in policies
+    ]
     rows = []
     for window_start, window_end in windows:
         window = frame[(times >= window_start) & (times < window_end)]
@@ -224,7 +230,7 @@ def replay(
                 state.model = fit_model(seen, schema, config, state.spec.candidate, state.spec.params)
                 seconds = time.perf_counter() - started
                 state.reference, state.trained_at, retrained = (
-                    reference_sample(seen, config),
+                    reference_sample(seen, config.mlflow.reference_rows, config.tuning.seed),
                     window_end,
                     True,
                 )

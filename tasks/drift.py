@@ -179,16 +179,6 @@ def evidently_report(
     )
 
 
-def champion_schema(champion_schema_tag: dict[str, str], target: str, time_column: str | None) -> DataSchema:
-    """The champion's input columns as a schema."""
-    return DataSchema(
-        target,
-        [c for c, kind in champion_schema_tag.items() if kind == "numeric"],
-        [c for c, kind in champion_schema_tag.items() if kind == "categorical"],
-        time_column,
-    )
-
-
 def rows_after(frame: pd.DataFrame, time_column: str | None, trained_until: str | None) -> pd.DataFrame:
     """Rows newer than the champion's training window.
 

@@ -47,3 +47,15 @@ def retry_unless_bad_input(task, task_run, state) -> bool:
     except Exception:
         return True
     return False
+
+
+def io_edge_options() -> dict[str, object]:
+    """Task options of the I/O edges (files, network, MLflow): retried, never for bad input, not cached."""
+    from prefect.cache_policies import NO_CACHE
+
+    return {
+        "cache_policy": NO_CACHE,
+        "retries": 2,
+        "retry_delay_seconds": 2,
+        "retry_condition_fn": retry_unless_bad_input,
+    }

@@ -12,7 +12,7 @@ from prefect.cache_policies import NO_CACHE
 from sklearn import metrics as skm
 from sklearn.pipeline import Pipeline
 
-from tasks.errors import retry_unless_bad_input
+from tasks.errors import io_edge_options
 from tasks.tracking import client
 from tasks.validate import DataSchema
 
@@ -114,13 +114,7 @@ def evaluate(model: Pipeline, frame: pd.DataFrame, schema: DataSchema, task_kind
     return score(model, frame, schema, task_kind)
 
 
-@task(
-    name="log-plots",
-    cache_policy=NO_CACHE,
-    retries=2,
-    retry_delay_seconds=2,
-    retry_condition_fn=retry_unless_bad_input,
-)
+@task(name="log-plots", **io_edge_options())
 def log_plots(
     run_id: str, model: Pipeline, test: pd.DataFrame, schema: DataSchema, task_kind: str
 ) -> list[str]:

@@ -13,10 +13,9 @@ from pathlib import Path
 
 import pandas as pd
 from prefect import task
-from prefect.cache_policies import NO_CACHE
 
 from tasks.config import DataConfig, expand_env, redact_url, secret_values
-from tasks.errors import BadInputError, DataError, retry_unless_bad_input
+from tasks.errors import BadInputError, DataError, io_edge_options
 
 PARQUET_SUFFIXES = {".parquet", ".pq"}
 DOWNLOAD_TIMEOUT_S = 60
@@ -183,13 +182,7 @@ def load_table(data: DataConfig) -> pd.DataFrame:
     return read_file(path)
 
 
-@task(
-    name="ingest",
-    cache_policy=NO_CACHE,
-    retries=2,
-    retry_delay_seconds=2,
-    retry_condition_fn=retry_unless_bad_input,
-)
+@task(name="ingest", **io_edge_options())
 def ingest(data: DataConfig) -> pd.DataFrame:
     """Read the raw table from the configured source.
 

@@ -17,19 +17,14 @@ from prefect.cache_policies import NO_CACHE
 
 from tasks.config import PipelineConfig
 from tasks.drift import ColumnDrift, DriftVerdict, columns_table, performance_decay
-from tasks.errors import BadInputError, retry_unless_bad_input
+from tasks.errors import BadInputError, io_edge_options
 from tasks.evaluate import score
 from tasks.registry import ChampionInfo
+from tasks.report import artifact_key
 from tasks.tracking import client, ensure_experiment, log_json, tracking_uri
 from tasks.validate import DataSchema
 
 DRIFT_EVENT = "retrain.drift.detected"
-_MLFLOW_EDGE = {
-    "cache_policy": NO_CACHE,
-    "retries": 2,
-    "retry_delay_seconds": 2,
-    "retry_condition_fn": retry_unless_bad_input,
-}
 
 
 def require_champion(champion: ChampionInfo | None, name: str) -> ChampionInfo:
@@ -43,7 +38,7 @@ def require_champion(champion: ChampionInfo | None, name: str) -> ChampionInfo:
     return champion
 
 
-@task(name="load-reference", **_MLFLOW_EDGE)
+@task(name="load-reference", **io_edge_options())
 def load_reference(champion: ChampionInfo) -> pd.DataFrame:
     """The training sample logged with the champion: exactly what it saw."""
     artifact = champion.tags.get("reference_artifact")
@@ -68,7 +63,7 @@ class DriftHistory:
     last_alert_at: datetime | None
 
 
-@task(name="drift-history", **_MLFLOW_EDGE)
+@task(name="drift-history", **io_edge_options())
 def drift_history(config: PipelineConfig, data_sha256: str) -> DriftHistory:
     """The earlier check of this exact batch, recent verdicts (newest first) and the last alert."""
     mlflow_client = client()
@@ -93,7 +88,7 @@ def drift_history(config: PipelineConfig, data_sha256: str) -> DriftHistory:
     )
 
 
-@task(name="measure-performance", **_MLFLOW_EDGE)
+@task(name="measure-performance", **io_edge_options())
 def measure_performance(
     champion: ChampionInfo, batch: pd.DataFrame, schema: DataSchema, config: PipelineConfig
 ) -> dict[str, float] | None:
@@ -113,7 +108,7 @@ def measure_performance(
     return {"metric": metric, "batch": batch_value, "champion_test": test_value, "decay": decay}
 
 
-@task(name="log-drift-evidence", **_MLFLOW_EDGE)
+@task(name="log-drift-evidence", **io_edge_options())
 def log_evidence(
     config: PipelineConfig,
     champion: ChampionInfo,
@@ -209,7 +204,7 @@ def publish_drift_summary(
     config: PipelineConfig, summary: dict[str, Any], columns: list[ColumnDrift]
 ) -> None:
     """Per-column table and verdict as Prefect artifacts, linking the report and the MLflow run."""
-    key = config.name.lower().replace("_", "-").replace(".", "-")
+    key = artifact_key(config.name)
     create_table_artifact(columns_table(columns), key=f"{key}-drift-columns", description="Per-column drift")
     verdict = "DRIFT DETECTED" if summary["drift_detected"] else "no drift"
     lines = [

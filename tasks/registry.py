@@ -16,7 +16,7 @@ from prefect.cache_policies import NO_CACHE
 from sklearn.pipeline import Pipeline
 
 from tasks.config import PipelineConfig
-from tasks.errors import retry_unless_bad_input
+from tasks.errors import io_edge_options
 from tasks.evaluate import is_better, score
 from tasks.tracking import client, tracking_uri
 from tasks.validate import DataSchema
@@ -33,6 +33,15 @@ class ChampionInfo:
     run_id: str | None
     schema: dict[str, str]
     tags: dict[str, str]
+
+    def input_schema(self, target: str, time_column: str | None = None) -> DataSchema:
+        """The champion's input columns as a schema."""
+        return DataSchema(
+            target,
+            [c for c, kind in self.schema.items() if kind == "numeric"],
+            [c for c, kind in self.schema.items() if kind == "categorical"],
+            time_column,
+        )
 
     @property
     def uri(self) -> str:
@@ -87,13 +96,7 @@ def own_types(model: Pipeline, fresh: bool = False) -> list[str]:
     return _TYPES_BY_STRUCTURE[key]
 
 
-@task(
-    name="find-champion",
-    cache_policy=NO_CACHE,
-    retries=2,
-    retry_delay_seconds=2,
-    retry_condition_fn=retry_unless_bad_input,
-)
+@task(name="find-champion", **io_edge_options())
 def find_champion(name: str) -> ChampionInfo | None:
     """Read `<name>@champion` and the input schema it was trained on."""
     version = get_alias_version(name, CHAMPION)
@@ -103,13 +106,7 @@ def find_champion(name: str) -> ChampionInfo | None:
     return ChampionInfo(name, str(version.version), version.run_id, schema, dict(version.tags))
 
 
-@task(
-    name="score-champion",
-    cache_policy=NO_CACHE,
-    retries=2,
-    retry_delay_seconds=2,
-    retry_condition_fn=retry_unless_bad_input,
-)
+@task(name="score-champion", **io_edge_options())
 def score_champion(
     champion: ChampionInfo | None, test: pd.DataFrame, schema: DataSchema, task_kind: str
 ) -> dict[str, float] | None:
@@ -118,12 +115,7 @@ def score_champion(
         return None
     mlflow.set_tracking_uri(tracking_uri())
     model = mlflow.sklearn.load_model(champion.uri)
-    champion_schema = DataSchema(
-        schema.target,
-        [c for c, kind in champion.schema.items() if kind == "numeric"],
-        [c for c, kind in champion.schema.items() if kind == "categorical"],
-    )
-    return score(model, test, champion_schema, task_kind)
+    return score(model, test, champion.input_schema(schema.target), task_kind)
 
 
 def decide(
@@ -165,13 +157,7 @@ def compare(
     return decision
 
 
-@task(
-    name="register-model",
-    cache_policy=NO_CACHE,
-    retries=2,
-    retry_delay_seconds=2,
-    retry_condition_fn=retry_unless_bad_input,
-)
+@task(name="register-model", **io_edge_options())
 def register_model(
     run_id: str,
     model: Pipeline,
@@ -233,13 +219,7 @@ def register_model(
     return str(version.version)
 
 
-@task(
-    name="promote",
-    cache_policy=NO_CACHE,
-    retries=2,
-    retry_delay_seconds=2,
-    retry_condition_fn=retry_unless_bad_input,
-)
+@task(name="promote", **io_edge_options())
 def promote(
     name: str,
     version: str,

@@ -12,6 +12,11 @@ from tasks.train import BASELINE
 from tasks.tune import TuneResult
 
 
+def artifact_key(model_name: str) -> str:
+    """A Prefect artifact key prefix for a model (lowercase letters, digits and dashes)."""
+    return model_name.lower().replace("_", "-").replace(".", "-")
+
+
 def leaderboard(
     results: list[TuneResult], baseline_validation: dict[str, float], metric: str, greater: bool
 ) -> list[dict[str, Any]]:
@@ -67,7 +72,7 @@ def decision_markdown(summary: dict[str, Any]) -> str:
 @task(name="publish-summary", cache_policy=NO_CACHE)
 def publish_summary(board: list[dict[str, Any]], summary: dict[str, Any]) -> None:
     """Show the leaderboard and the decision as Prefect artifacts of the flow run."""
-    key = summary["model_name"].lower().replace("_", "-").replace(".", "-")
+    key = artifact_key(summary["model_name"])
     create_table_artifact(board, key=f"{key}-leaderboard", description="Validation leaderboard")
     create_markdown_artifact(
         decision_markdown(summary), key=f"{key}-decision", description="Promotion decision"

@@ -22,10 +22,9 @@ import yaml
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 from prefect import task
-from prefect.cache_policies import NO_CACHE
 
 from tasks.config import PipelineConfig
-from tasks.errors import retry_unless_bad_input
+from tasks.errors import io_edge_options
 
 STATE_DIR = Path(".retrain")
 TRACKED_PACKAGES = ("prefect", "mlflow", "scikit-learn", "pandas", "numpy", "evidently", "retrain-pipeline")
@@ -95,13 +94,7 @@ def log_json(mlflow_client: MlflowClient, run_id: str, payload: Any, artifact_fi
         mlflow_client.log_artifact(run_id, str(path), None if parent == "." else parent)
 
 
-@task(
-    name="start-mlflow-run",
-    cache_policy=NO_CACHE,
-    retries=2,
-    retry_delay_seconds=2,
-    retry_condition_fn=retry_unless_bad_input,
-)
+@task(name="start-mlflow-run", **io_edge_options())
 def start_run(config: PipelineConfig, experiment: str, run_name: str, tags: dict[str, str]) -> str:
     """Create the flow's MLflow run with its lineage tags and the redacted config artifact."""
     mlflow_client = client()
@@ -132,13 +125,7 @@ def _flatten(prefix: str, values: dict[str, Any]) -> dict[str, Any]:
     return flat
 
 
-@task(
-    name="log-to-mlflow",
-    cache_policy=NO_CACHE,
-    retries=2,
-    retry_delay_seconds=2,
-    retry_condition_fn=retry_unless_bad_input,
-)
+@task(name="log-to-mlflow", **io_edge_options())
 def log_values(
     run_id: str,
     params: dict[str, Any] | None = None,
@@ -190,20 +177,19 @@ def log_trial_runs(parent_run_id: str, metric: str, trials: list[dict[str, Any]]
         mlflow_client.set_terminated(run.info.run_id, "FINISHED")
 
 
-@task(
-    name="log-reference-sample",
-    cache_policy=NO_CACHE,
-    retries=2,
-    retry_delay_seconds=2,
-    retry_condition_fn=retry_unless_bad_input,
-)
+def reference_sample(frame: pd.DataFrame, max_rows: int, seed: int) -> pd.DataFrame:
+    """The capped sample of training rows a model's drift checks compare against."""
+    return frame.sample(n=min(max_rows, len(frame)), random_state=seed).sort_index()
+
+
+@task(name="log-reference-sample", **io_edge_options())
 def log_reference_sample(run_id: str, train: pd.DataFrame, max_rows: int, seed: int) -> str:
     """Log a capped sample of the training rows (features and target) for later drift checks.
 
     Returns:
         The artifact path of the Parquet file within the run.
     """
-    sample = train.sample(n=min(max_rows, len(train)), random_state=seed).sort_index()
+    sample = reference_sample(train, max_rows, seed)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "reference.parquet"
         sample.to_parquet(path, index=False)
@@ -211,7 +197,7 @@ def log_reference_sample(run_id: str, train: pd.DataFrame, max_rows: int, seed: 
     return "reference/reference.parquet"
 
 
-@task(name="finish-mlflow-run", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
+@task(name="finish-mlflow-run", **io_edge_options())
 def finish_run(run_id: str, status: str = "FINISHED") -> None:
     """Mark the run FINISHED or FAILED."""
     client().set_terminated(run_id, status)

@@ -113,6 +113,20 @@ def fit_pipeline(pipeline: Pipeline, frame: pd.DataFrame, schema: DataSchema) ->
     return pipeline.fit(frame[schema.features], frame[schema.target])
 
 
+def fit_candidate(
+    frame: pd.DataFrame,
+    preprocessor: ColumnTransformer,
+    schema: DataSchema,
+    task_kind: str,
+    candidate: str,
+    params: dict[str, Any],
+    seed: int,
+) -> Pipeline:
+    """Fit preprocessing and a built-in algorithm with `params` on `frame`."""
+    estimator = make_estimator(task_kind, candidate, params, seed)
+    return fit_pipeline(make_pipeline(preprocessor, estimator), frame, schema)
+
+
 @task(name="baseline", cache_policy=NO_CACHE)
 def train_baseline(
     train: pd.DataFrame, preprocessor: ColumnTransformer, schema: DataSchema, task_kind: str
@@ -134,6 +148,5 @@ def refit_best(
 ) -> Pipeline:
     """Fit the winning candidate and params on the complete training data (train + validation)."""
     get_run_logger().info("Refitting %s %s on %d rows", candidate, params, len(train_full))
-    estimator = make_estimator(task_kind, candidate, params, seed)
     with spare_a_core():
-        return fit_pipeline(make_pipeline(preprocessor, estimator), train_full, schema)
+        return fit_candidate(train_full, preprocessor, schema, task_kind, candidate, params, seed)

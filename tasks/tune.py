@@ -13,9 +13,10 @@ from sklearn.compose import ColumnTransformer
 from sklearn.model_selection import ParameterGrid, ParameterSampler
 
 from tasks.config import CandidateConfig, PipelineConfig
+from tasks.errors import io_edge_options
 from tasks.evaluate import is_better, score
 from tasks.tracking import log_trial_runs
-from tasks.train import fit_pipeline, make_estimator, make_pipeline, search_space, spare_a_core
+from tasks.train import fit_candidate, search_space, spare_a_core
 from tasks.validate import DataSchema
 
 
@@ -89,10 +90,15 @@ def search(
         round_trials = []
         for params in configs:
             started = time.perf_counter()
-            estimator = make_estimator(
-                config.task, candidate, {**candidate_config.params, **params}, tuning.seed
+            model = fit_candidate(
+                subset.tail(rows),
+                preprocessor,
+                schema,
+                config.task,
+                candidate,
+                {**candidate_config.params, **params},
+                tuning.seed,
             )
-            model = fit_pipeline(make_pipeline(preprocessor, estimator), subset.tail(rows), schema)
             value = score(model, validation, schema, config.task)[config.metric.name]
             round_trials.append(
                 Trial(candidate, params, round_index, rows, value, time.perf_counter() - started)
@@ -113,7 +119,7 @@ def best_of(results: list[TuneResult], greater_is_better: bool) -> TuneResult:
     return best
 
 
-@task(name="log-trials", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
+@task(name="log-trials", **io_edge_options())
 def log_trials(parent_run_id: str, metric: str, result: TuneResult) -> int:
     """Log every trial of a tuning result as a nested MLflow run of `parent_run_id`."""
     log_trial_runs(parent_run_id, metric, [asdict(t) for t in result.trials])
