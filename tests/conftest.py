@@ -57,11 +57,16 @@ def prefect_harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
 @pytest.fixture
 def mlflow_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     """A fresh SQLite MLflow store; the test runs in `tmp_path` so `.retrain/` lands there."""
-    monkeypatch.chdir(tmp_path)
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    monkeypatch.setenv("RETRAIN_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.delenv("RETRAIN_DATA", raising=False)
+    return use_isolated_store(monkeypatch, tmp_path)
+
+
+def use_isolated_store(patch: pytest.MonkeyPatch, root: Path) -> str:
+    """Work in `root` with a fresh SQLite MLflow store and download cache there; returns the URI."""
+    patch.chdir(root)
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    patch.setenv("MLFLOW_TRACKING_URI", uri)
+    patch.setenv("RETRAIN_CACHE_DIR", str(root / "cache"))
+    patch.delenv("RETRAIN_DATA", raising=False)
     return uri
 
 

@@ -25,7 +25,7 @@ from mlflow import MlflowClient
 from typer.testing import CliRunner
 
 import flows.retrain  # noqa: F401 - configures Prefect's logging now, not inside a CliRunner's streams
-from conftest import REPO, synthetic_frame
+from conftest import REPO, synthetic_frame, use_isolated_store
 from flows.cli import JSON_KEYS, app
 
 MODEL = "cli-model"
@@ -83,14 +83,10 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
     from prefect.settings import PREFECT_API_URL
 
     root = tmp_path_factory.mktemp("cli")
-    uri = f"sqlite:///{root / 'mlflow.db'}"
     patch = pytest.MonkeyPatch()
-    patch.chdir(root)
-    patch.setenv("MLFLOW_TRACKING_URI", uri)
-    patch.setenv("RETRAIN_CACHE_DIR", str(root / "cache"))
+    uri = use_isolated_store(patch, root)
     # The harness's API, also for `use_local_defaults` and for subprocesses.
     patch.setenv("PREFECT_API_URL", str(PREFECT_API_URL.value()))
-    patch.delenv("RETRAIN_DATA", raising=False)
     try:
         good_csv = write_frame(synthetic_frame(), root / "good.csv")
         config = write_config(root / "good.yaml", data={"source": str(good_csv)})

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from conftest import REPO, bike_config
+from conftest import REPO, bike_config, use_isolated_store
 from flows.retrain import retrain_flow
 from tasks.config import PipelineConfig
 
@@ -53,12 +53,8 @@ class TwoRuns:
 @pytest.fixture(scope="module")
 def runs(bike_csv: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TwoRuns]:
     root = tmp_path_factory.mktemp("bike")
-    uri = f"sqlite:///{root / 'mlflow.db'}"
     patch = pytest.MonkeyPatch()
-    patch.chdir(root)
-    patch.setenv("MLFLOW_TRACKING_URI", uri)
-    patch.setenv("RETRAIN_CACHE_DIR", str(root / "cache"))
-    patch.delenv("RETRAIN_DATA", raising=False)
+    uri = use_isolated_store(patch, root)
     try:
         config = bike_config(bike_csv)
         first = retrain_flow(config)

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from conftest import REPO, received_events
+from conftest import REPO, received_events, use_isolated_store
 from flows.cli import app
 
 pytestmark = pytest.mark.slow
@@ -29,14 +29,9 @@ DRIFT_KEYS = {
 @pytest.fixture(scope="module")
 def bike_2011_champion(bike_frame: pd.DataFrame, tmp_path_factory: pytest.TempPathFactory):
     """Workdir with a champion trained on 2011 only, and the batches to check."""
-    import os
-
     work = tmp_path_factory.mktemp("drift-bike")
-    old = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "RETRAIN_DATA")}
-    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{work / 'mlflow.db'}"
-    os.environ.pop("RETRAIN_DATA", None)
-    cwd = Path.cwd()
-    os.chdir(work)
+    patch = pytest.MonkeyPatch()
+    use_isolated_store(patch, work)
     dates = pd.to_datetime(bike_frame["dteday"])
     bike_frame[dates < "2012-01-01"].to_csv(work / "y2011.csv", index=False)
     bike_frame[(dates >= "2011-02-01") & (dates < "2011-10-01")].sample(2000, random_state=0).to_csv(
@@ -52,12 +47,7 @@ def bike_2011_champion(bike_frame: pd.DataFrame, tmp_path_factory: pytest.TempPa
     assert trained.exit_code == 0, trained.output
     assert json.loads(trained.stdout.strip().splitlines()[-1])["promoted"] is True
     yield work, runner
-    os.chdir(cwd)
-    for key, value in old.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
+    patch.undo()
 
 
 def check(runner: CliRunner, batch: str) -> dict:
