@@ -10,7 +10,7 @@ from prefect.runtime import flow_run
 
 from tasks.backtest import run_replay, write_outputs
 from tasks.config import PipelineConfig
-from tasks.ingest import ingest
+from tasks.ingest import columns_to_read, ingest
 from tasks.tracking import fail_run_on_error, finish_run, log_values, start_run
 from tasks.validate import validate
 
@@ -45,7 +45,7 @@ def backtest_flow(
     )
     with fail_run_on_error(run_id):
         # History, checked like training data
-        frame, schema = validate(ingest(config.data), config)
+        frame, schema = validate(ingest(config.data, columns_to_read(config)), config)
 
         # Prequential replay of every policy, then the evidence
         table = run_replay(frame, schema, config, start, step, policies, retune)

@@ -37,6 +37,14 @@ DataOption = Annotated[
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object as the last line.")]
 DebugOption = Annotated[bool, typer.Option("--debug", help="Show tracebacks.")]
+DaskAddressOption = Annotated[
+    str | None,
+    typer.Option("--dask-address", help="Run tuning trials on the Dask cluster at tcp://host:port."),
+]
+DaskWorkersOption = Annotated[
+    int | None,
+    typer.Option("--dask-workers", min=1, help="Run tuning trials on a local Dask cluster of N workers."),
+]
 
 
 @app.callback()
@@ -58,6 +66,9 @@ def use_local_defaults() -> None:
     # Its telemetry heartbeat races the first writes to the fresh SQLite database and logs
     # "database is locked" tracebacks (docket logger, not silenced by the level above).
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # A fresh ephemeral database is migrated at start: on a slow machine that takes over the
+    # default 20 s and the first run would fail with "Timed out ... ephemeral Prefect API".
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 
 
 class _HideBadInput(logging.Filter):
@@ -120,8 +131,24 @@ def load(config_path: Path, data: str | None) -> Any:
     config = load_config(config_path)
     override = data or os.environ.get("RETRAIN_DATA")
     if override:
-        config = config.model_copy(update={"data": DataConfig(source=override)})
+        # The source changes; how it is read (compact types, memory limit) stays as configured.
+        source = DataConfig(source=override, **config.data.model_dump(include=READ_SETTINGS))
+        config = config.model_copy(update={"data": source})
     return config
+
+
+READ_SETTINGS = {"compact_dtypes", "memory_limit_mb"}
+
+
+def with_dask(config: Any, address: str | None, workers: int | None) -> Any:
+    """Apply `--dask-address` / `--dask-workers`: tuning trials run on that Dask cluster."""
+    from tasks.config import parse_config
+
+    if not (address or workers):
+        return config
+    raw = config.model_dump(mode="json")
+    raw["tuning"].update(runner="dask", dask_address=address, dask_workers=workers)
+    return parse_config(raw, "given with --dask-address / --dask-workers")
 
 
 def prepare(config_path: Path, data: str | None, debug: bool) -> Any:
@@ -184,11 +211,14 @@ def print_summary(result: dict[str, Any]) -> None:
 def run(
     config: ConfigOption,
     data: DataOption = None,
+    dask_address: DaskAddressOption = None,
+    dask_workers: DaskWorkersOption = None,
     as_json: JsonOption = False,
     debug: DebugOption = False,
 ) -> None:
     """Retrain: ingest, validate, tune, evaluate and maybe promote a new champion."""
     pipeline_config = prepare(config, data, debug)
+    pipeline_config = run_guarded(lambda: with_dask(pipeline_config, dask_address, dask_workers), debug)
     from flows.retrain import retrain_flow
 
     result = run_flow(lambda: retrain_flow(pipeline_config), debug)

@@ -16,7 +16,7 @@ from tasks.drift import (
     skipped_summary,
     write_report,
 )
-from tasks.ingest import fingerprint, ingest
+from tasks.ingest import columns_to_read, fingerprint, ingest
 from tasks.monitoring import (
     drift_history,
     emit_drift_event,
@@ -48,7 +48,7 @@ def drift_check_flow(config: PipelineConfig, current: DataConfig | None = None) 
     schema = champion.input_schema(config.target, config.time_column)
 
     # The batch, with the same checks as training (target optional)
-    raw = ingest(current or config.data)
+    raw = ingest(current or config.data, columns_to_read(config))
     batch_raw = select_batch(raw, config, champion.tags.get("trained_until"), current is not None)
     batch, _ = validate(batch_raw, config, champion.schema, require_target=False)
     data_sha256 = fingerprint(batch_raw)

@@ -10,7 +10,7 @@ from prefect.runtime import flow_run
 from tasks.config import PipelineConfig
 from tasks.evaluate import evaluate, log_plots
 from tasks.features import fit_features
-from tasks.ingest import fingerprint, ingest
+from tasks.ingest import columns_to_read, fingerprint, ingest
 from tasks.registry import compare, find_champion, promote, register_model, score_champion
 from tasks.report import leaderboard, publish_summary
 from tasks.split import split
@@ -22,7 +22,7 @@ from tasks.tracking import (
     start_run,
 )
 from tasks.train import refit_best, train_baseline
-from tasks.tune import best_of, log_trials, tune_candidate
+from tasks.tune import best_of, log_trials, tune_candidates
 from tasks.validate import validate
 
 
@@ -47,7 +47,7 @@ def retrain_flow(config: PipelineConfig, trigger: str = "manual") -> dict[str, A
     with fail_run_on_error(run_id):
         # Ingest and validate against the champion's schema
         champion = find_champion(config.name)
-        raw = ingest(config.data)
+        raw = ingest(config.data, columns_to_read(config))
         frame, schema = validate(raw, config, champion.schema if champion else None)
         data_sha256 = fingerprint(raw)
 
@@ -67,14 +67,11 @@ def retrain_flow(config: PipelineConfig, trigger: str = "manual") -> dict[str, A
             run_id, splits.train_full, config.mlflow.reference_rows, config.tuning.seed
         )
 
-        # Baseline, candidates tuned on recent rows against validation, refit on all training data
+        # Baseline; candidates tuned on recent rows against validation (trials fan out through
+        # the tuning task runner), then the best refit on all training data
         baseline_on_train = train_baseline(splits.train, preprocessor, schema, config.task)
-        results, trials_logged = [], []
-        for name in config.candidates:
-            results.append(
-                tune_candidate(splits.train, splits.validation, preprocessor, schema, config, name)
-            )
-            trials_logged.append(log_trials.submit(run_id, config.metric.name, results[-1]))
+        results = tune_candidates(splits.train, splits.validation, preprocessor, schema, config)
+        trials_logged = [log_trials.submit(run_id, config.metric.name, result) for result in results]
         best = best_of(results, config.greater_is_better)
         model = refit_best(
             splits.train_full,

@@ -139,10 +139,7 @@ def tune_spec(history: pd.DataFrame, schema: DataSchema, config: PipelineConfig)
     """Tune every candidate on a split of `history`, as the retraining flow does."""
     splits = split_frame(history, config)
     preprocessor = build_preprocessor(schema)
-    results = [
-        search(splits.train, splits.validation, preprocessor, schema, config, name, candidate)
-        for name, candidate in config.candidates.items()
-    ]
+    results = search(splits.train, splits.validation, preprocessor, schema, config)
     best = best_of(results, config.greater_is_better)
     model = fit_model(splits.train_full, schema, config, best.candidate, best.best_params)
     expected = score(model, splits.test, schema, config.task)[config.metric.name]

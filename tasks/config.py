@@ -49,6 +49,13 @@ class DataConfig(_Section):
     member: str | None = Field(None, description="File to read inside a zip archive.")
     query: str | None = Field(None, description="SQL query for a database source.")
     table: str | None = Field(None, description="Table to read for a database source.")
+    compact_dtypes: bool = Field(
+        True,
+        description="Downcast numbers (floats to float32) and keep low-cardinality text as categories.",
+    )
+    memory_limit_mb: int | None = Field(
+        None, ge=1, description="Refuse a file needing more memory than this (default: what is available)."
+    )
 
     @property
     def is_sql(self) -> bool:
@@ -94,6 +101,32 @@ class TuningConfig(_Section):
     subset_rows: int = Field(5000, ge=50)
     halving_factor: int = Field(3, ge=2)
     seed: int = 42
+    runner: Literal["threads", "dask"] = Field(
+        "threads", description="Where trials run: threads in this process, or a Dask cluster."
+    )
+    max_workers: int | None = Field(
+        None, ge=1, description="Trials at once on threads (default: one per core)."
+    )
+    dask_address: str | None = Field(
+        None, description="Scheduler of an existing Dask cluster, e.g. tcp://host:8786 (runner: dask)."
+    )
+    dask_workers: int | None = Field(
+        None, ge=1, description="Worker processes of a local Dask cluster (runner: dask, no address)."
+    )
+
+    @model_validator(mode="after")
+    def _runner_settings(self) -> TuningConfig:
+        if self.runner == "threads" and (self.dask_address or self.dask_workers):
+            raise ValueError("tuning.dask_address and tuning.dask_workers need tuning.runner: dask")
+        if self.dask_address and self.dask_workers:
+            raise ValueError(
+                "set tuning.dask_address (an existing cluster) or tuning.dask_workers (a local one), not both"
+            )
+        if self.dask_address and not re.match(r"^(tcp|tls|inproc|ucx|ws|wss)://|^\$\{", self.dask_address):
+            raise ValueError(
+                f"tuning.dask_address {self.dask_address!r} is not a scheduler address like tcp://host:8786"
+            )
+        return self
 
 
 class PromotionConfig(_Section):

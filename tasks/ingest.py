@@ -9,16 +9,134 @@ import os
 import urllib.error
 import urllib.request
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 from prefect import task
 
-from tasks.config import DataConfig, expand_env, redact_url, secret_values
+from tasks.config import DataConfig, PipelineConfig, expand_env, redact_url, secret_values
 from tasks.errors import BadInputError, DataError, io_edge_options
 
 PARQUET_SUFFIXES = {".parquet", ".pq"}
 DOWNLOAD_TIMEOUT_S = 60
+# Training holds the frame, its windows, the train+validation copy and the encoded features.
+PEAK_MEMORY_FACTOR = 4
+# Text columns with at most this share of distinct values are stored as categories.
+CATEGORY_MAX_DISTINCT_SHARE = 0.5
+MB = 1 << 20
+
+
+@dataclass(frozen=True)
+class ColumnFilter:
+    """Which columns to read: only `keep` when the config lists every column, never `drop`."""
+
+    keep: tuple[str, ...] | None = None
+    drop: tuple[str, ...] = ()
+    protect: tuple[str, ...] = ()
+
+    def select(self, header: list[str]) -> list[str]:
+        """The columns of `header` to read, in file order."""
+        wanted = [c for c in header if c not in self.drop or c in self.protect]
+        return wanted if self.keep is None else [c for c in wanted if c in self.keep]
+
+
+def columns_to_read(config: PipelineConfig) -> ColumnFilter:
+    """The config's columns: target, time and features, or everything but `features.drop`."""
+    fixed = tuple(c for c in (config.target, config.time_column) if c)
+    features = config.features
+    keep = None
+    if features.numeric is not None and features.categorical is not None:
+        keep = (*fixed, *features.numeric, *features.categorical)
+    return ColumnFilter(keep, tuple(features.drop), protect=fixed)
+
+
+def available_memory_mb() -> float:
+    """Memory this process may still use: the smaller of the machine's and its cgroup's."""
+    import psutil
+
+    available = psutil.virtual_memory().available
+    limit, used = Path("/sys/fs/cgroup/memory.max"), Path("/sys/fs/cgroup/memory.current")
+    try:
+        if limit.read_text().strip() != "max":
+            available = min(available, int(limit.read_text()) - int(used.read_text()))
+    except (OSError, ValueError):
+        pass
+    return available / MB
+
+
+def estimated_frame_mb(path: Path, columns: list[str], header: list[str]) -> float:
+    """Memory the selected columns take once read, estimated without reading the rows.
+
+    Parquet: the uncompressed size of their column chunks. CSV: their share of the text.
+    """
+    if path.suffix.lower() in PARQUET_SUFFIXES:
+        import pyarrow.parquet as pq
+
+        metadata = pq.ParquetFile(path).metadata
+        wanted = set(columns)
+        total = 0
+        for group in range(metadata.num_row_groups):
+            row_group = metadata.row_group(group)
+            for index in range(row_group.num_columns):
+                chunk = row_group.column(index)
+                if chunk.path_in_schema.split(".")[0] in wanted:
+                    total += chunk.total_uncompressed_size
+        return total / MB
+    return path.stat().st_size * len(columns) / max(1, len(header)) / MB
+
+
+def check_memory(path: Path, columns: list[str], header: list[str], limit_mb: int | None) -> None:
+    """Refuse, with the numbers, a file that would not fit in memory while training.
+
+    Raises:
+        DataError: The estimated peak exceeds `limit_mb` or the memory available.
+    """
+    frame_mb = estimated_frame_mb(path, columns, header)
+    needed = frame_mb * PEAK_MEMORY_FACTOR
+    available = limit_mb if limit_mb is not None else available_memory_mb()
+    if needed > available:
+        allowed = (
+            f"data.memory_limit_mb allows {limit_mb} MB"
+            if limit_mb is not None
+            else f"this machine has {available:,.0f} MB available"
+        )
+        raise DataError(
+            f"The data file {path} ({len(columns)} columns, about {frame_mb:,.1f} MB once read) needs "
+            f"about {needed:,.1f} MB to train on, but {allowed}",
+            "Read fewer rows (a smaller extract, or a SQL source with a query), list only the columns "
+            "you need in features.numeric and features.categorical, or use a machine with more "
+            "memory (data.memory_limit_mb sets the limit).",
+        )
+
+
+def compact(frame: pd.DataFrame, protect: tuple[str, ...] = ()) -> pd.DataFrame:
+    """A copy with the smallest lossless integer types, float32 floats and categorical text.
+
+    Columns in `protect` (target, time) keep their floats and text as they are.
+    """
+    columns: dict[str, pd.Series] = {}
+    for name, values in frame.items():
+        if pd.api.types.is_bool_dtype(values):
+            columns[name] = values
+        elif pd.api.types.is_integer_dtype(values):
+            columns[name] = pd.to_numeric(values, downcast="integer")
+        elif pd.api.types.is_float_dtype(values) and name not in protect:
+            columns[name] = pd.to_numeric(values, downcast="float")
+        elif values.dtype == object and name not in protect and _few_distinct(values):
+            columns[name] = values.astype("category")
+        else:
+            columns[name] = values
+    return pd.DataFrame(columns, index=frame.index)
+
+
+def _few_distinct(values: pd.Series) -> bool:
+    count = values.count()
+    return count > 0 and values.nunique() <= CATEGORY_MAX_DISTINCT_SHARE * count and _all_text(values)
+
+
+def _all_text(values: pd.Series) -> bool:
+    return bool(values.dropna().map(type).eq(str).all())
 
 
 def cache_dir() -> Path:
@@ -91,8 +209,25 @@ def _duplicated_header(path: Path) -> list[str]:
     return sorted({c for c in header if c in seen or seen.add(c)})
 
 
-def read_file(path: Path) -> pd.DataFrame:
-    """Read a CSV or Parquet file, with clear errors for missing, empty or unreadable files."""
+def file_header(path: Path) -> list[str]:
+    """Column names of a CSV or Parquet file, read without the rows."""
+    if path.suffix.lower() in PARQUET_SUFFIXES:
+        import pyarrow.parquet as pq
+
+        return list(pq.read_schema(path).names)
+    with path.open(newline="", encoding="utf-8", errors="replace") as handle:
+        return next(csv.reader(handle), [])
+
+
+def read_file(
+    path: Path, columns: ColumnFilter | None = None, data: DataConfig | None = None
+) -> pd.DataFrame:
+    """Read a CSV or Parquet file, with clear errors for missing, empty, unreadable or too large files.
+
+    Reads with pyarrow, only the columns `columns` selects, and (by default) compacts the types.
+    """
+    data = data or DataConfig(source=str(path))
+    columns = columns or ColumnFilter()
     if not path.exists():
         raise DataError(
             f"The data file {path} does not exist",
@@ -101,9 +236,7 @@ def read_file(path: Path) -> pd.DataFrame:
     if path.is_dir() or path.stat().st_size == 0:
         raise DataError(f"The data file {path} is empty or a directory", "Point at a CSV or Parquet file.")
     try:
-        if path.suffix.lower() in PARQUET_SUFFIXES:
-            frame = pd.read_parquet(path)
-        else:
+        if path.suffix.lower() not in PARQUET_SUFFIXES:
             with path.open("rb") as handle:
                 if b"\x00" in handle.read(8192):
                     raise DataError(
@@ -116,7 +249,18 @@ def read_file(path: Path) -> pd.DataFrame:
                     f"The header of {path} repeats the column names {duplicated}",
                     "Rename the columns so that each name appears once.",
                 )
-            frame = pd.read_csv(path, low_memory=False)
+        header = file_header(path)
+        if not header:
+            raise DataError(f"The data file {path} has no columns", "Point at a non-empty CSV file.")
+        selected = columns.select(header) or header
+        check_memory(path, selected, header, data.memory_limit_mb)
+        if path.suffix.lower() in PARQUET_SUFFIXES:
+            frame = pd.read_parquet(path, columns=selected)
+        else:
+            frame = pd.read_csv(path, engine="pyarrow", usecols=selected)
+            undecoded = [c for c in frame.select_dtypes(object) if frame[c].map(type).eq(bytes).any()]
+            if undecoded:
+                raise UnicodeDecodeError("utf-8", b"", 0, 1, f"columns {undecoded} are not UTF-8 text")
     except BadInputError:
         raise
     except pd.errors.EmptyDataError:
@@ -126,10 +270,10 @@ def read_file(path: Path) -> pd.DataFrame:
             f"The data file {path} cannot be read ({type(exc).__name__}: {str(exc)[:200]})",
             "Check that it is a valid CSV or Parquet file.",
         ) from None
-    return frame
+    return compact(frame, columns.protect) if data.compact_dtypes else frame
 
 
-def read_sql(data: DataConfig) -> pd.DataFrame:
+def read_sql(data: DataConfig, columns: ColumnFilter) -> pd.DataFrame:
     """Read a query or table through SQLAlchemy. The password is never shown in errors."""
     import sqlalchemy as sa
 
@@ -144,7 +288,7 @@ def read_sql(data: DataConfig) -> pd.DataFrame:
         engine = sa.create_engine(url)
         try:
             with engine.connect() as connection:
-                return pd.read_sql(sa.text(query), connection)
+                frame = pd.read_sql(sa.text(query), connection)
         finally:
             engine.dispose()
     except (sa.exc.SQLAlchemyError, ImportError, ValueError) as exc:  # ValueError: malformed URL
@@ -155,14 +299,22 @@ def read_sql(data: DataConfig) -> pd.DataFrame:
             f"Reading from {redact_url(data.source)} failed: {message}",
             "Check the database URL, its driver, credentials (from ${VAR}) and the query.",
         ) from None
+    frame = frame[columns.select(list(frame.columns)) or list(frame.columns)]
+    return compact(frame, columns.protect) if data.compact_dtypes else frame
 
 
-def load_table(data: DataConfig) -> pd.DataFrame:
-    """Read the configured source into a DataFrame (the plain function behind `ingest`)."""
+def load_table(data: DataConfig, columns: ColumnFilter | None = None) -> pd.DataFrame:
+    """Read the configured source into a DataFrame (the plain function behind `ingest`).
+
+    Args:
+        data: The `data` section of the config.
+        columns: Which columns to read (default: all).
+    """
+    columns = columns or ColumnFilter()
     if data.source.startswith(("http://", "https://")):
         path = download(expand_env(data.source, "data.source"), data.sha256, data.member)
     elif data.is_sql:
-        return read_sql(data)
+        return read_sql(data, columns)
     else:
         path = Path(expand_env(data.source, "data.source").removeprefix("file://")).expanduser()
         if data.member and path.suffix == ".zip" and path.is_file():
@@ -179,20 +331,21 @@ def load_table(data: DataConfig) -> pd.DataFrame:
                 extracted.parent.mkdir(parents=True, exist_ok=True)
                 extracted.write_bytes(archive.read(matches[0]))
                 path = extracted
-    return read_file(path)
+    return read_file(path, columns, data)
 
 
 @task(name="ingest", **io_edge_options())
-def ingest(data: DataConfig) -> pd.DataFrame:
+def ingest(data: DataConfig, columns: ColumnFilter | None = None) -> pd.DataFrame:
     """Read the raw table from the configured source.
 
     Args:
         data: The `data` section of the config.
+        columns: Which columns to read (see `columns_to_read`); default all.
 
     Returns:
-        The raw rows, as read.
+        The rows as read, with compact types unless `data.compact_dtypes` is false.
     """
-    return load_table(data)
+    return load_table(data, columns)
 
 
 def fingerprint(frame: pd.DataFrame) -> str:

@@ -157,6 +157,17 @@ def compare(
     return decision
 
 
+def widen_for_signature(features: pd.DataFrame) -> pd.DataFrame:
+    """Numbers as float64 and categories as text, the types callers of the served model send.
+
+    Integers widen too, so a batch with missing values still validates; compact types
+    (float32, int8, category) would make MLflow refuse ordinary float64 and string input.
+    """
+    numeric = features.select_dtypes("number").columns
+    categories = features.select_dtypes("category").columns
+    return features.astype({c: "float64" for c in numeric} | {c: object for c in categories})
+
+
 @task(name="register-model", **io_edge_options())
 def register_model(
     run_id: str,
@@ -179,8 +190,7 @@ def register_model(
     mlflow.set_registry_uri(tracking_uri())
     # The signature needs column types, not every row: a sample keeps logging quick.
     features = example[schema.features].sample(n=min(1000, len(example)), random_state=0)
-    # Integers widen to float in the signature so a batch with missing values still validates.
-    widened = features.astype({c: "float64" for c in features.select_dtypes("integer").columns})
+    widened = widen_for_signature(features)
     signature = infer_signature(widened, model.predict(features))
     input_schema = {c: "numeric" for c in schema.numeric} | {c: "categorical" for c in schema.categorical}
     requirements = [f"scikit-learn=={sklearn.__version__}", f"pandas=={pd.__version__}", "retrain-pipeline"]
@@ -191,7 +201,7 @@ def register_model(
                 model,
                 name="model",
                 signature=signature,
-                input_example=features.head(5),
+                input_example=widened.head(5),
                 pip_requirements=requirements,
                 skops_trusted_types=trusted,
             )

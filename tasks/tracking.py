@@ -162,7 +162,12 @@ def log_trial_runs(parent_run_id: str, metric: str, trials: list[dict[str, Any]]
         run = mlflow_client.create_run(
             experiment_id,
             run_name=f"{trial['candidate']}-r{trial['round']}-t{index}",
-            tags={"mlflow.parentRunId": parent_run_id, "candidate": trial["candidate"], "stage": "tuning"},
+            tags={
+                "mlflow.parentRunId": parent_run_id,
+                "candidate": trial["candidate"],
+                "stage": "tuning",
+                "executor": trial.get("executor", ""),
+            },
         )
         now = int(time.time() * 1000)
         mlflow_client.log_batch(

@@ -45,6 +45,8 @@ def _examples(values: pd.Series, limit: int = 3) -> str:
 
 
 def _parses_as_numbers(column: pd.Series) -> pd.Series:
+    if isinstance(column.dtype, pd.CategoricalDtype):
+        column = column.astype(object)
     return pd.to_numeric(column, errors="coerce")
 
 

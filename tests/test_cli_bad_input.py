@@ -328,6 +328,35 @@ def test_missing_data_path(store: Store, tmp_path: Path) -> None:
     )
 
 
+def test_data_too_large_for_the_memory_limit(store: Store, tmp_path: Path) -> None:
+    big = write_frame(synthetic_frame(60_000), tmp_path / "big.csv")
+    config = write_config(tmp_path / "c.yaml", data={"source": str(big), "memory_limit_mb": 2})
+    run_bad(
+        store,
+        "--config",
+        str(config),
+        expect=[
+            f"The data file {big} (5 columns, about",
+            "MB to train on, but data.memory_limit_mb allows 2 MB",
+            "use a machine with more memory",
+        ],
+    )
+
+
+def test_unreachable_dask_scheduler(store: Store, tmp_path: Path) -> None:
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    run_bad(
+        store,
+        "--config",
+        str(store.config),
+        "--dask-address",
+        f"tcp://127.0.0.1:{port}",
+        expect=[f"Could not connect to the Dask scheduler at tcp://127.0.0.1:{port}", "--dask-address"],
+    )
+
+
 # ---- bad config ----------------------------------------------------------------------------
 
 

@@ -265,9 +265,7 @@ def test_search_picks_the_better_alpha() -> None:
         candidates={"linear": {"search_space": {"alpha": [10000.0, 0.01]}}},
         tuning={"strategy": "random", "n_trials": 3, "subset_rows": 500},
     )
-    result = search(
-        train, validation, build_preprocessor(SCHEMA), SCHEMA, config, "linear", config.candidates["linear"]
-    )
+    (result,) = search(train, validation, build_preprocessor(SCHEMA), SCHEMA, config)
     small, large = independent_score(train, validation, 0.01), independent_score(train, validation, 10000.0)
     assert small < large / 2  # the heavily regularised model is clearly worse
     assert result.candidate == "linear"
@@ -290,9 +288,7 @@ def test_search_maximize_metric_picks_the_larger_score() -> None:
         },
         tuning={"strategy": "random", "subset_rows": 500},
     )
-    result = search(
-        train, validation, build_preprocessor(SCHEMA), SCHEMA, config, "linear", config.candidates["linear"]
-    )
+    (result,) = search(train, validation, build_preprocessor(SCHEMA), SCHEMA, config)
     assert result.best_params == {"fit_intercept": True, "alpha": 0.01}
     assert result.best_score == max(t.score for t in result.trials)
 
@@ -306,9 +302,7 @@ def test_tune_uses_only_the_most_recent_train_rows() -> None:
         candidates={"linear": {}},
         tuning={"strategy": "successive_halving", "n_trials": 3, "subset_rows": 50, "seed": 1},
     )
-    result = search(
-        train, validation, build_preprocessor(SCHEMA), SCHEMA, config, "linear", config.candidates["linear"]
-    )
+    (result,) = search(train, validation, build_preprocessor(SCHEMA), SCHEMA, config)
     # 3 of the 5 built-in alphas; schedule (3 configs @ 30 rows) then (1 config @ 50 rows)
     assert [(t.round, t.rows) for t in result.trials] == [(0, 30)] * 3 + [(1, 50)]
     assert all(t.rows <= 50 for t in result.trials)
