@@ -32,6 +32,8 @@ bench: install
 	$(BIN)/python benchmarks/overhead.py
 	$(BIN)/python benchmarks/drift.py
 	$(BIN)/python benchmarks/trigger_latency.py
+	$(BIN)/python benchmarks/scale.py
+	$(BIN)/python benchmarks/dask_tuning.py
 
 serve: install
 	$(BIN)/retrain serve --config $(CONFIG)

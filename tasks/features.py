@@ -25,7 +25,7 @@ MISSING = "__missing__"
 def _category(value: object) -> str:
     """The category name of one value: 2.0 is "2" like 2, since one missing value turns an
     integer column into floats (and MLflow's signature widens integers to float)."""
-    if isinstance(value, float) and value.is_integer():
+    if isinstance(value, (float, np.floating)) and float(value).is_integer():
         return str(int(value))
     return str(value)
 
@@ -47,8 +47,13 @@ class AsCategoryStrings(TransformerMixin, BaseEstimator):
     def transform(self, X: pd.DataFrame) -> np.ndarray:
         """Return the values as strings; missing values become one category."""
         frame = pd.DataFrame(X)
-        strings = frame.astype(object).where(frame.notna(), MISSING)
-        return strings.map(_category).to_numpy()
+        columns = []
+        for _, values in frame.items():
+            # Name each distinct value once; code -1 (missing) picks the last label.
+            codes, uniques = pd.factorize(values)
+            labels = np.array([_category(value) for value in uniques] + [MISSING], dtype=object)
+            columns.append(labels[codes])
+        return np.column_stack(columns) if columns else np.empty((len(frame), 0), dtype=object)
 
     def get_feature_names_out(self, input_features: object = None) -> np.ndarray:
         """Same names as the input."""

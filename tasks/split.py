@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import pandas as pd
@@ -25,9 +26,13 @@ class Splits:
     test: pd.DataFrame
     time_column: str | None = None
 
-    @property
+    @cached_property
     def train_full(self) -> pd.DataFrame:
-        """Train and validation together: the complete training data for the final fit."""
+        """Train and validation together: the complete training data for the final fit.
+
+        Built once: several steps read it at the same time, and large data should not be copied
+        once per reader.
+        """
         return pd.concat([self.train, self.validation])
 
     def describe(self) -> dict[str, dict[str, object]]:

@@ -259,6 +259,8 @@ def started(runner: TaskRunner, tuning: TuningConfig) -> Iterator[TaskRunner]:
         logging.getLogger("distributed").setLevel(logging.WARNING)  # not every worker start and stop
     try:
         runner.__enter__()
+        if tuning.runner == "dask":
+            runner.client  # noqa: B018 - prefect-dask connects lazily: connect now, before any trial
     except (OSError, TimeoutError) as exc:
         raise BadInputError(
             f"Could not connect to the Dask scheduler at {tuning.dask_address} ({exc})",

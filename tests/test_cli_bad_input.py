@@ -343,7 +343,8 @@ def test_data_too_large_for_the_memory_limit(store: Store, tmp_path: Path) -> No
     )
 
 
-def test_unreachable_dask_scheduler(store: Store, tmp_path: Path) -> None:
+def test_unreachable_dask_scheduler(store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("tasks.tune.DASK_CONNECT_TIMEOUT", "3s")
     with socket.socket() as probe:  # a port nothing listens on
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
