@@ -48,16 +48,19 @@ def retrain_flow(config: PipelineConfig, trigger: str = "manual") -> dict[str, A
         # Ingest and validate against the champion's schema
         champion = find_champion(config.name)
         raw = ingest(config.data, columns_to_read(config))
+        data_sha256, data_rows = fingerprint(raw), len(raw)
         frame, schema = validate(raw, config, champion.schema if champion else None)
-        data_sha256 = fingerprint(raw)
 
-        # Split by time and fit the features on the training window
+        # Split by time and fit the features on the training window; on large data only the
+        # windows stay in memory
         splits = split(frame, config)
-        preprocessor = fit_features(splits, schema)
+        rows = len(frame)
+        del raw, frame
+        preprocessor = fit_features(splits, schema, config.tuning.subset_rows)
         log_values(
             run_id,
-            params={"rows": len(frame), "windows": splits.describe(), "metric": config.metric.name},
-            tags={"data_sha256": data_sha256, "data_rows": str(len(raw))},
+            params={"rows": rows, "windows": splits.describe(), "metric": config.metric.name},
+            tags={"data_sha256": data_sha256, "data_rows": str(data_rows)},
             artifacts={"lineage/windows.json": splits.describe(), "lineage/schema.json": schema.as_dict()},
         )
 
@@ -69,7 +72,7 @@ def retrain_flow(config: PipelineConfig, trigger: str = "manual") -> dict[str, A
 
         # Baseline; candidates tuned on recent rows against validation (trials fan out through
         # the tuning task runner), then the best refit on all training data
-        baseline_on_train = train_baseline(splits.train, preprocessor, schema, config.task)
+        baseline_on_train = train_baseline(splits.train, schema, config.task)
         results = tune_candidates(splits.train, splits.validation, preprocessor, schema, config)
         trials_logged = [log_trials.submit(run_id, config.metric.name, result) for result in results]
         best = best_of(results, config.greater_is_better)
@@ -100,7 +103,7 @@ def retrain_flow(config: PipelineConfig, trigger: str = "manual") -> dict[str, A
             },
         )
         plots = log_plots.submit(run_id, model, splits.test, schema, config.task)
-        baseline = train_baseline(splits.train_full, preprocessor, schema, config.task)
+        baseline = train_baseline(splits.train_full, schema, config.task)
 
         # Evaluate once on the test window, with the baseline and the champion on the same rows
         metrics = evaluate(model, splits.test, schema, config.task)

@@ -69,16 +69,22 @@ def is_better(candidate: float, reference: float, greater_is_better: bool) -> bo
     return candidate > reference if greater_is_better else candidate < reference
 
 
+PLOT_ROWS = 20_000
+
+
 def plot_predictions(
     model: Pipeline, frame: pd.DataFrame, schema: DataSchema, task_kind: str, out_dir: Path
 ) -> list[Path]:
-    """Predicted vs actual and residuals (regression) or confusion matrix and ROC (classification)."""
+    """Predicted vs actual and residuals (regression) or confusion matrix and ROC (classification),
+    on at most `PLOT_ROWS` rows of `frame`."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     out_dir.mkdir(parents=True, exist_ok=True)
+    # A plot of more points shows nothing more; drawing them takes seconds on large data.
+    frame = frame.sample(n=min(PLOT_ROWS, len(frame)), random_state=0)
     features, y_true = frame[schema.features], frame[schema.target]
     predictions = model.predict(features)
     paths: list[Path] = []

@@ -77,12 +77,13 @@ def build_preprocessor(schema: DataSchema) -> ColumnTransformer:
 
 
 @task(name="features", cache_policy=NO_CACHE)
-def fit_features(splits: Splits, schema: DataSchema) -> ColumnTransformer:
-    """Fit the preprocessor on the training window only and log the engineered features.
+def fit_features(splits: Splits, schema: DataSchema, rows: int) -> ColumnTransformer:
+    """Fit the preprocessor on the `rows` most recent training rows and log the engineered features.
 
-    Candidate pipelines clone it, so each fit re-learns it from its own training rows.
+    Candidate pipelines clone it, so each fit re-learns it from its own training rows; this fit
+    only names the features, and on large data a recent sample names them as well.
     """
-    preprocessor = build_preprocessor(schema).fit(splits.train[schema.features])
+    preprocessor = build_preprocessor(schema).fit(splits.train[schema.features].tail(rows))
     names = list(preprocessor.get_feature_names_out())
     get_run_logger().info("%d engineered features from %d columns", len(names), len(schema.features))
     return preprocessor

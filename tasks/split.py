@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 
 import numpy as np
@@ -25,6 +25,8 @@ class Splits:
     validation: pd.DataFrame
     test: pd.DataFrame
     time_column: str | None = None
+    # Time splits are slices of one sorted frame: train+validation is then a slice too, not a copy.
+    sorted_train_full: pd.DataFrame | None = field(default=None, repr=False)
 
     @cached_property
     def train_full(self) -> pd.DataFrame:
@@ -33,6 +35,8 @@ class Splits:
         Built once: several steps read it at the same time, and large data should not be copied
         once per reader.
         """
+        if self.sorted_train_full is not None:
+            return self.sorted_train_full
         return pd.concat([self.train, self.validation])
 
     def describe(self) -> dict[str, dict[str, object]]:
@@ -48,19 +52,19 @@ class Splits:
         return summary
 
 
-def _time_cuts(times: pd.Series, fractions: tuple[float, float]) -> tuple[pd.Timestamp, pd.Timestamp]:
-    """Timestamps where validation and test start; rows sharing a timestamp stay together."""
-    ordered = np.sort(times.to_numpy())
+def _time_cuts(ordered: pd.Series, fractions: tuple[float, float]) -> tuple[pd.Timestamp, pd.Timestamp]:
+    """Timestamps where validation and test start in the sorted `ordered`; rows sharing a
+    timestamp stay together."""
     n = len(ordered)
-    validation_start = ordered[int(n * (1 - fractions[0] - fractions[1]))]
-    test_start = ordered[int(n * (1 - fractions[1]))]
+    validation_start = ordered.iloc[int(n * (1 - fractions[0] - fractions[1]))]
+    test_start = ordered.iloc[int(n * (1 - fractions[1]))]
     return pd.Timestamp(validation_start), pd.Timestamp(test_start)
 
 
 def assert_disjoint(splits: Splits) -> None:
     """Fail loudly if windows share rows or, in time order, overlap."""
-    indexes = [set(getattr(splits, name).index) for name in WINDOWS]
-    if indexes[0] & indexes[1] or indexes[0] & indexes[2] or indexes[1] & indexes[2]:
+    labels = np.concatenate([getattr(splits, name).index.to_numpy() for name in WINDOWS])
+    if pd.Index(labels).has_duplicates:  # each window's labels are unique (validate resets them)
         raise AssertionError("train, validation and test windows share rows")
     if splits.time_column:
         column = splits.time_column
@@ -83,11 +87,10 @@ def split_frame(frame: pd.DataFrame, config: PipelineConfig) -> Splits:
         frame = frame.sort_values(config.time_column, kind="stable")
         validation_start, test_start = _time_cuts(frame[config.time_column], fractions)
         times = frame[config.time_column]
-        parts = (
-            frame[times < validation_start],
-            frame[(times >= validation_start) & (times < test_start)],
-            frame[times >= test_start],
-        )
+        validation_row = int(times.searchsorted(validation_start, side="left"))
+        test_row = int(times.searchsorted(test_start, side="left"))
+        parts = (frame.iloc[:validation_row], frame.iloc[validation_row:test_row], frame.iloc[test_row:])
+        train_full = frame.iloc[:test_row]
     else:
         labels = frame[config.target] if config.task == "classification" else None
         seed = config.tuning.seed
@@ -106,7 +109,8 @@ def split_frame(frame: pd.DataFrame, config: PipelineConfig) -> Splits:
                 "Provide more rows (at least a few per class).",
             ) from None
         parts = (train.sort_index(), validation.sort_index(), test.sort_index())
-    splits = Splits(*parts, time_column=config.time_column)
+        train_full = None
+    splits = Splits(*parts, time_column=config.time_column, sorted_train_full=train_full)
     small = {n: len(getattr(splits, n)) for n in WINDOWS if len(getattr(splits, n)) < config.split.min_rows}
     if small:
         raise DataError(

@@ -613,7 +613,7 @@ def test_constraints_pin_the_tested_prefect_and_mlflow() -> None:
         if "==" in line and not line.startswith("#")
     )
     lowered = {k.lower(): v for k, v in pins.items()}
-    for package in ("prefect", "mlflow", "psycopg2-binary", "asyncpg"):
+    for package in ("prefect", "mlflow", "psycopg2-binary", "asyncpg", "prefect-dask", "distributed"):
         assert package in lowered, f"docker/constraints.txt does not pin {package}"
         assert lowered[package] == metadata.version(package), (
             f"{package}: image {lowered[package]} != tested {metadata.version(package)}; "

@@ -175,7 +175,7 @@ def test_make_pipeline_clones_the_preprocessor() -> None:
 def test_baseline_predicts_the_training_mean() -> None:
     train = synthetic_frame(60, seed=2)
     other = synthetic_frame(10, seed=9)
-    model = train_baseline.fn(train, build_preprocessor(SCHEMA), SCHEMA, "regression")
+    model = train_baseline.fn(train, SCHEMA, "regression")
     expected = sum(train["y"]) / len(train)
     np.testing.assert_allclose(model.predict(other[SCHEMA.features]), [expected] * 10, rtol=1e-12)
 
@@ -183,7 +183,7 @@ def test_baseline_predicts_the_training_mean() -> None:
 def test_classification_baseline_predicts_the_majority() -> None:
     train = synthetic_frame(60, seed=2, task="classification")
     train.loc[:40, "y"] = "low"
-    model = train_baseline.fn(train, build_preprocessor(SCHEMA), SCHEMA, "classification")
+    model = train_baseline.fn(train, SCHEMA, "classification")
     assert set(model.predict(train[SCHEMA.features])) == {"low"}
 
 

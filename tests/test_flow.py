@@ -292,3 +292,16 @@ def test_failed_flow_marks_mlflow_run_failed(mlflow_store: str, tmp_path: Path) 
     with get_client(sync_client=True) as prefect_client:
         flow_run = prefect_client.read_flow_run(UUID(run.data.tags["prefect_flow_run_id"]))
     assert flow_run.state is not None and flow_run.state.type == StateType.FAILED
+
+
+def test_model_trained_on_compact_types_serves_ordinary_frames(mlflow_store: str, synth_csv: Path) -> None:
+    summary = retrain_flow(fast_config(synth_csv))
+    served = mlflow.pyfunc.load_model(f"models:/test-model/{summary['model_version']}")
+    inputs = served.metadata.get_input_schema().input_types_dict()
+    assert inputs == {"x1": "double", "x2": "double", "color": "string"}  # not float32 or category
+    plain = pd.read_csv(synth_csv).tail(50)  # float64 and object, as callers send them
+    direct = mlflow.sklearn.load_model(f"models:/test-model/{summary['model_version']}")
+    predicted = served.predict(plain[["x1", "x2", "color"]])
+    assert list(predicted) == pytest.approx(list(direct.predict(plain[["x1", "x2", "color"]])))
+    rmse = float(((predicted - plain["y"]) ** 2).mean() ** 0.5)
+    assert rmse < 0.5 * plain["y"].std()
