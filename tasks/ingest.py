@@ -115,19 +115,36 @@ def compact(frame: pd.DataFrame, protect: tuple[str, ...] = ()) -> pd.DataFrame:
 
     Columns in `protect` (target, time) keep their floats and text as they are.
     """
-    columns: dict[str, pd.Series] = {}
-    for name, values in frame.items():
-        if pd.api.types.is_bool_dtype(values):
-            columns[name] = values
-        elif pd.api.types.is_integer_dtype(values):
-            columns[name] = pd.to_numeric(values, downcast="integer")
-        elif pd.api.types.is_float_dtype(values) and name not in protect:
-            columns[name] = pd.to_numeric(values, downcast="float")
-        elif values.dtype == object and name not in protect and _few_distinct(values):
-            columns[name] = values.astype("category")
-        else:
-            columns[name] = values
+    columns = {name: compact_column(values, name in protect) for name, values in frame.items()}
     return pd.DataFrame(columns, index=frame.index)
+
+
+def compact_column(values: pd.Series, protected: bool = False) -> pd.Series:
+    """One column in its compact type (see `compact`)."""
+    if pd.api.types.is_bool_dtype(values):
+        return values
+    if pd.api.types.is_integer_dtype(values):
+        return pd.to_numeric(values, downcast="integer")
+    if pd.api.types.is_float_dtype(values) and not protected:
+        return pd.to_numeric(values, downcast="float")
+    if values.dtype == object and not protected and _few_distinct(values):
+        return values.astype("category")
+    return values
+
+
+def compact_arrow_frame(frame: pd.DataFrame, protect: tuple[str, ...]) -> pd.DataFrame:
+    """Arrow-backed columns as compact NumPy columns, converted one at a time.
+
+    The whole table never exists as int64/float64 NumPy columns next to the Arrow buffers, which
+    would double the memory a large read needs.
+    """
+    import pyarrow as pa
+
+    columns = {}
+    for name in list(frame.columns):
+        values = pa.array(frame.pop(name).array).to_pandas(date_as_object=False)
+        columns[name] = compact_column(values, name in protect)
+    return pd.DataFrame(columns)
 
 
 def _few_distinct(values: pd.Series) -> bool:
@@ -254,13 +271,16 @@ def read_file(
             raise DataError(f"The data file {path} has no columns", "Point at a non-empty CSV file.")
         selected = columns.select(header) or header
         check_memory(path, selected, header, data.memory_limit_mb)
+        backend = {"dtype_backend": "pyarrow"} if data.compact_dtypes else {}
         if path.suffix.lower() in PARQUET_SUFFIXES:
-            frame = pd.read_parquet(path, columns=selected)
+            frame = pd.read_parquet(path, columns=selected, **backend)
         else:
-            frame = pd.read_csv(path, engine="pyarrow", usecols=selected)
-            undecoded = [c for c in frame.select_dtypes(object) if frame[c].map(type).eq(bytes).any()]
-            if undecoded:
-                raise UnicodeDecodeError("utf-8", b"", 0, 1, f"columns {undecoded} are not UTF-8 text")
+            frame = pd.read_csv(path, engine="pyarrow", usecols=selected, **backend)
+        frame = compact_arrow_frame(frame, columns.protect) if data.compact_dtypes else frame
+        release_arrow_memory()
+        undecoded = [c for c in frame.select_dtypes(object) if frame[c].map(type).eq(bytes).any()]
+        if undecoded:
+            raise UnicodeDecodeError("utf-8", b"", 0, 1, f"columns {undecoded} are not UTF-8 text")
     except BadInputError:
         raise
     except pd.errors.EmptyDataError:
@@ -270,7 +290,18 @@ def read_file(
             f"The data file {path} cannot be read ({type(exc).__name__}: {str(exc)[:200]})",
             "Check that it is a valid CSV or Parquet file.",
         ) from None
-    return compact(frame, columns.protect) if data.compact_dtypes else frame
+    return frame
+
+
+def release_arrow_memory() -> None:
+    """Hand pyarrow's freed read buffers back to the system.
+
+    Its allocator keeps them otherwise: after reading 1M rows of CSV the process held about
+    280 MB more than the frame it returned, for the rest of the run.
+    """
+    import pyarrow as pa
+
+    pa.default_memory_pool().release_unused()
 
 
 def read_sql(data: DataConfig, columns: ColumnFilter) -> pd.DataFrame:
