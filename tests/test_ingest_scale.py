@@ -12,6 +12,7 @@ from conftest import make_config, synthetic_frame
 from tasks.config import DataConfig
 from tasks.errors import DataError
 from tasks.ingest import (
+    PEAK_MEMORY_FACTOR,
     ColumnFilter,
     check_memory,
     columns_to_read,
@@ -110,10 +111,13 @@ def test_data_that_cannot_fit_is_refused_with_the_numbers(tmp_path: Path) -> Non
         load_table(DataConfig(source=str(path), memory_limit_mb=1))
     message = str(info.value)
     assert f"The data file {path} (5 columns, about {size_mb:,.1f} MB once read)" in message
-    assert f"needs about {size_mb * 4:,.1f} MB to train on, but data.memory_limit_mb allows 1 MB" in message
+    assert (
+        f"needs about {size_mb * PEAK_MEMORY_FACTOR:,.1f} MB to train on, "
+        "but data.memory_limit_mb allows 1 MB" in message
+    )
     assert "list only the columns you need" in message
     # The same file fits when the limit allows it: the check is about size, not format.
-    check_memory(path, file_header(path), file_header(path), limit_mb=int(size_mb * 4) + 2)
+    check_memory(path, file_header(path), file_header(path), limit_mb=int(size_mb * PEAK_MEMORY_FACTOR) + 2)
 
 
 def test_memory_check_uses_the_machine_when_no_limit_is_set(tmp_path: Path, monkeypatch) -> None:
