@@ -297,7 +297,7 @@ def test_failed_flow_marks_mlflow_run_failed(mlflow_store: str, tmp_path: Path) 
 def test_model_trained_on_compact_types_serves_ordinary_frames(mlflow_store: str, synth_csv: Path) -> None:
     summary = retrain_flow(fast_config(synth_csv))
     served = mlflow.pyfunc.load_model(f"models:/test-model/{summary['model_version']}")
-    inputs = served.metadata.get_input_schema().input_types_dict()
+    inputs = {name: kind.name for name, kind in served.metadata.get_input_schema().input_types_dict().items()}
     assert inputs == {"x1": "double", "x2": "double", "color": "string"}  # not float32 or category
     plain = pd.read_csv(synth_csv).tail(50)  # float64 and object, as callers send them
     direct = mlflow.sklearn.load_model(f"models:/test-model/{summary['model_version']}")
