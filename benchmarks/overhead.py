@@ -157,11 +157,12 @@ def main() -> None:
         f"r2 {result['metrics']['r2']:.4f}  baseline rmse {result['baseline_metrics']['rmse']:.2f}"
     )
     ratio = pipeline_s / plain_s
-    same = math.isclose(plain["rmse"], result["metrics"]["rmse"], rel_tol=1e-6)
+    # The pipeline reads floats as float32 (data.compact_dtypes): equal to a few parts in 10,000.
+    same = math.isclose(plain["rmse"], result["metrics"]["rmse"], rel_tol=1e-3)
     print(
         f"overhead ratio pipeline/plain: {ratio:.2f}x (target <= 1.30x): {'OK' if ratio <= 1.3 else 'OVER'}"
     )
-    print(f"equal quality (same test rmse): {'yes' if same else 'NO'}")
+    print(f"equal quality (test rmse within 0.1%): {'yes' if same else 'NO'}")
 
 
 if __name__ == "__main__":
