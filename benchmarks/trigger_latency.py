@@ -44,7 +44,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from deployments import deployment_names  # noqa: E402
-from deployments.servers import free_port, start_prefect_server, stop, wait_until_healthy  # noqa: E402
+from deployments.servers import free_port, spawn, start_prefect_server, stop, wait_until_healthy  # noqa: E402
 from tasks.monitoring import DRIFT_EVENT  # noqa: E402
 
 RETRAIN = str(Path(sys.executable).with_name("retrain"))
@@ -145,11 +145,7 @@ def main() -> int:
         champion = json.loads(trained.stdout.strip().splitlines()[-1])
         print(f"Champion {name} v{champion['model_version']} trained in {time.monotonic() - started:.1f} s")
 
-        serve = subprocess.Popen(
-            [RETRAIN, "serve", "--config", str(config)],
-            env=env, cwd=work, stdout=open(work / "serve.log", "ab"),  # noqa: SIM115
-            stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
+        serve = spawn([RETRAIN, "serve", "--config", str(config)], work / "serve.log", env=env, cwd=work)
         cleanup.callback(stop, serve, 20)  # runs before the server's stop
 
         with temporary_settings(updates={PREFECT_API_URL: api_url, PREFECT_HOME: str(work / "client-home")}):

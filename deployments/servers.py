@@ -82,13 +82,21 @@ def start_prefect_server(
         **(env or {}),
     }
     environment.pop("PREFECT_API_URL", None)
+    return spawn(
+        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        log_path,
+        env=environment,
+    )
+
+
+def spawn(
+    command: list[str], log_path: Path | None, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.Popen:
+    """Start `command` in its own session (so `stop` ends its children too), its output appended
+    to `log_path` (discarded when None)."""
     log = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115 - owned by the child
     return subprocess.Popen(
-        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        env=environment,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
+        command, env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
     )
 
 
@@ -111,7 +119,7 @@ def local_prefect_server(preferred_port: int = 4200, timeout: float = 90) -> Ite
 def local_mlflow_ui(tracking_uri: str, preferred_port: int = 5000, timeout: float = 60) -> Iterator[str]:
     """`mlflow ui` on a local tracking store; yields its URL."""
     port = free_port(preferred_port)
-    process = subprocess.Popen(
+    process = spawn(
         [
             sys.executable,
             "-m",
@@ -124,9 +132,7 @@ def local_mlflow_ui(tracking_uri: str, preferred_port: int = 5000, timeout: floa
             "--port",
             str(port),
         ],
-        stdout=open(STATE_DIR / "mlflow-ui.log", "ab"),
-        stderr=subprocess.STDOUT,  # noqa: SIM115
-        start_new_session=True,
+        STATE_DIR / "mlflow-ui.log",
     )
     url = f"http://127.0.0.1:{port}"
     try:

@@ -38,7 +38,7 @@ import pytest
 import yaml
 
 from deployments import deployment_names
-from deployments.servers import free_port, start_prefect_server, stop, wait_until_healthy
+from deployments.servers import free_port, spawn, start_prefect_server, stop, wait_until_healthy
 
 REPO = Path(__file__).resolve().parents[1]
 RETRAIN = str(Path(sys.executable).with_name("retrain"))
@@ -337,7 +337,7 @@ def _start_mlflow(stack: Stack, cleanup: ExitStack) -> subprocess.Popen:
     # Explicit driver: SQLAlchemy 2.1 maps a plain `postgresql://` to psycopg 3, which the `server`
     # extra (what an MLflow server host installs) does not bring; it brings psycopg2.
     backend = f"postgresql+psycopg2://{PG['user']}@{PG['host']}:{PG['port']}/{stack.databases[1]}"
-    process = subprocess.Popen(
+    process = spawn(
         [
             sys.executable,
             "-m",
@@ -355,11 +355,9 @@ def _start_mlflow(stack: Stack, cleanup: ExitStack) -> subprocess.Popen:
             "--port",
             str(port),
         ],
+        stack.work / "mlflow-server.log",
         env=environment,
         cwd=stack.work,
-        stdout=open(stack.work / "mlflow-server.log", "ab"),  # noqa: SIM115 - owned by the child
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
     )
     stack.processes["mlflow"] = process
     cleanup.callback(stop, process, 20)
@@ -367,13 +365,11 @@ def _start_mlflow(stack: Stack, cleanup: ExitStack) -> subprocess.Popen:
 
 
 def _start_serve(stack: Stack, cleanup: ExitStack) -> None:
-    process = subprocess.Popen(
+    process = spawn(
         [RETRAIN, "serve", "--config", str(stack.config), "--data", str(stack.files["source"])],
+        stack.work / "serve.log",
         env=stack.env(PREFECT_RUNNER_POLL_FREQUENCY=RUNNER_POLL_SECONDS),
         cwd=stack.work,
-        stdout=open(stack.work / "serve.log", "ab"),  # noqa: SIM115 - owned by the child
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
     )
     stack.processes["serve"] = process
     # Registered after the servers' callbacks, so it runs first: serve pauses its deployments
