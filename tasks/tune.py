@@ -46,13 +46,9 @@ class TrialSpec:
 
 
 @dataclass(frozen=True)
-class Trial:
+class Trial(TrialSpec):
     """A fitted and scored `TrialSpec`; `executor` is the host/pid that ran it."""
 
-    candidate: str
-    params: dict[str, Any]
-    round: int
-    rows: int
     score: float
     fit_seconds: float
     executor: str = ""
@@ -238,7 +234,7 @@ def tuning_task_runner(tuning: TuningConfig) -> TaskRunner:
     each; Dask limits their OpenMP and BLAS threads to one).
     """
     if tuning.runner == "threads":
-        return ThreadPoolTaskRunner(max_workers=tuning.max_workers or os.cpu_count() or 1)
+        return ThreadPoolTaskRunner(max_workers=trials_at_once_on_threads(tuning))
     from prefect_dask import DaskTaskRunner
 
     if tuning.dask_address:
@@ -273,12 +269,17 @@ def started(runner: TaskRunner, tuning: TuningConfig) -> Iterator[TaskRunner]:
         runner.__exit__(None, None, None)
 
 
-def threads_per_trial(tuning: TuningConfig, trials_at_once: int) -> int | None:
+def trials_at_once_on_threads(tuning: TuningConfig) -> int:
+    """Threads of the threads runner: `tuning.max_workers`, else one per core."""
+    return tuning.max_workers or os.cpu_count() or 1
+
+
+def threads_per_trial(tuning: TuningConfig, trials_in_round: int) -> int | None:
     """OpenMP threads for each trial on the threads runner, so trials at once share the cores."""
     if tuning.runner != "threads":
         return None
-    cores = os.cpu_count() or 1
-    return max(1, cores // max(1, min(tuning.max_workers or cores, trials_at_once)))
+    at_once = max(1, min(trials_at_once_on_threads(tuning), trials_in_round))
+    return max(1, (os.cpu_count() or 1) // at_once)
 
 
 def tune_candidates(
