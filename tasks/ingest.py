@@ -150,12 +150,14 @@ def compact_arrow_frame(frame: pd.DataFrame, protect: tuple[str, ...]) -> pd.Dat
 
 
 def _few_distinct(values: pd.Series) -> bool:
-    count = values.count()
-    return count > 0 and values.nunique() <= CATEGORY_MAX_DISTINCT_SHARE * count and _all_text(values)
-
-
-def _all_text(values: pd.Series) -> bool:
-    return bool(values.dropna().map(type).eq(str).all())
+    """Text only, with few distinct values (each distinct value is looked at once, not each row)."""
+    present = values.dropna()
+    distinct = present.unique()
+    return (
+        len(present) > 0
+        and len(distinct) <= CATEGORY_MAX_DISTINCT_SHARE * len(present)
+        and all(type(value) is str for value in distinct)
+    )
 
 
 def cache_dir() -> Path:
@@ -221,9 +223,7 @@ def download(url: str, expected_sha256: str | None, member: str | None) -> Path:
     return target
 
 
-def _duplicated_header(path: Path) -> list[str]:
-    with path.open(newline="", encoding="utf-8", errors="replace") as handle:
-        header = next(csv.reader(handle), [])
+def _repeated_names(header: list[str]) -> list[str]:
     seen: set[str] = set()
     return sorted({c for c in header if c in seen or seen.add(c)})
 
@@ -262,13 +262,13 @@ def read_file(
                         f"The data file {path} is binary, not CSV text",
                         "Use a .csv or .parquet file (Parquet needs the .parquet suffix).",
                     )
-            duplicated = _duplicated_header(path)
-            if duplicated:
-                raise DataError(
-                    f"The header of {path} repeats the column names {duplicated}",
-                    "Rename the columns so that each name appears once.",
-                )
         header = file_header(path)
+        duplicated = _repeated_names(header) if path.suffix.lower() not in PARQUET_SUFFIXES else []
+        if duplicated:
+            raise DataError(
+                f"The header of {path} repeats the column names {duplicated}",
+                "Rename the columns so that each name appears once.",
+            )
         if not header:
             raise DataError(f"The data file {path} has no columns", "Point at a non-empty CSV file.")
         selected = columns.select(header) or header
