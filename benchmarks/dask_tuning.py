@@ -23,8 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-
-REPO = Path(__file__).resolve().parents[1]
+from common import REPO, add_data_option
 
 
 def timed_tuning(raw: dict[str, Any]) -> tuple[float, list[tuple[str, float]]]:
@@ -56,10 +55,7 @@ def timed_tuning(raw: dict[str, Any]) -> tuple[float, list[tuple[str, float]]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    default_data = os.environ.get("RETRAIN_TEST_DATA") or str(
-        REPO.parent / "shared" / "data" / "bike_sharing_hourly.csv"
-    )
-    parser.add_argument("--data", default=os.environ.get("RETRAIN_DATA", default_data))
+    add_data_option(parser)
     parser.add_argument("--trials", type=int, default=48)
     args = parser.parse_args()
 

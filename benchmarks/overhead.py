@@ -25,13 +25,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import yaml
+from common import REPO, add_data_option
 from sklearn.compose import ColumnTransformer
 from sklearn.impute import SimpleImputer
 from sklearn.metrics import mean_squared_error, r2_score
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "configs" / "bike_sharing.yaml"
 TARGET, TIME = "cnt", "dteday"
 DROP = ["instant", "casual", "registered"]
@@ -100,10 +100,7 @@ def plain_script(csv: Path, spaces: dict, fixed: dict, estimators: dict, tuning:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    default_data = os.environ.get("RETRAIN_TEST_DATA") or str(
-        REPO.parent / "shared" / "data" / "bike_sharing_hourly.csv"
-    )
-    parser.add_argument("--data", default=os.environ.get("RETRAIN_DATA", default_data))
+    add_data_option(parser)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     csv = Path(args.data).resolve()

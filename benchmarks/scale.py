@@ -36,8 +36,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import yaml
+from common import REPO, add_data_option
 
-REPO = Path(__file__).resolve().parents[1]
 CANDIDATES = ("linear", "hist_gradient_boosting")
 JITTERED = {"temp": 0.02, "atemp": 0.02, "hum": 0.02, "windspeed": 0.02}
 COUNTS = ("casual", "registered")
@@ -169,10 +169,7 @@ def measure(kind: str, csv: Path, warm_csv: Path) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    default_data = os.environ.get("RETRAIN_TEST_DATA") or str(
-        REPO.parent / "shared" / "data" / "bike_sharing_hourly.csv"
-    )
-    parser.add_argument("--data", default=os.environ.get("RETRAIN_DATA", default_data))
+    add_data_option(parser)
     parser.add_argument("--sizes", default="100000,1000000,3000000")
     parser.add_argument("--child", choices=["pipeline", "plain"])
     parser.add_argument("--csv", type=Path)
