@@ -30,23 +30,26 @@ def timed_tuning(raw: dict[str, Any]) -> tuple[float, list[tuple[str, float]]]:
     """Seconds `tune_candidates` takes under a flow, and the trials' (params, score)."""
     from prefect import flow
 
-    from tasks.config import parse_config
-    from tasks.features import build_preprocessor
-    from tasks.split import split_frame
-    from tasks.tune import tune_candidates
-    from tasks.validate import check_and_type
+    from core.config import parse_config
+    from core.features import build_preprocessor
+    from core.search import tuning_data
+    from core.split import split_frame
+    from core.validation import validate_table
+    from flows.tuning import tune_candidates
 
     config = parse_config(raw)
 
     @flow(name="tuning-benchmark")
     def tune_only() -> tuple[float, list[tuple[str, float]]]:
-        from tasks.ingest import columns_to_read, load_table
+        from core.tables import columns_to_read
+        from tasks.ingest import load_table
 
-        frame, schema = check_and_type(load_table(config.data, columns_to_read(config)), config)
+        frame, schema = validate_table(load_table(config.data, columns_to_read(config)), config)
         splits = split_frame(frame, config)
         preprocessor = build_preprocessor(schema).fit(splits.train[schema.features])
         started = time.perf_counter()
-        results = tune_candidates(splits.train, splits.validation, preprocessor, schema, config)
+        rows = tuning_data(splits.train, splits.validation, preprocessor, schema, config.tuning.subset_rows)
+        results = tune_candidates(rows, config)
         elapsed = time.perf_counter() - started
         return elapsed, sorted((str(t.params), round(t.score, 6)) for r in results for t in r.trials)
 
@@ -62,7 +65,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="retrain-dask-bench-"))
     os.chdir(work)
     os.environ["PREFECT_HOME"] = str(work / "prefect")
-    from flows.cli import use_local_defaults
+    from cli.process import use_local_defaults
 
     use_local_defaults()
     from distributed import Client, LocalCluster

@@ -114,7 +114,7 @@ def make_frame(rows: int, seed: tuple[int, ...], shift: str = "none"):
 
 
 def make_inputs(rows: int, shift: str):
-    from tasks.validate import DataSchema
+    from core.validation import DataSchema
 
     schema = DataSchema(TARGET, list(NUMERIC), list(CATEGORICAL), TIME)
     reference = make_frame(REFERENCE_ROWS, (SEED, 0))
@@ -173,11 +173,11 @@ class PeakMemory:
 
 def _warm_up(schema) -> None:
     """Imports and first-call costs paid once per process, outside the measurement (both sides)."""
-    from tasks.config import DriftConfig
-    from tasks.drift import decide_drift, detect_columns, evidently_report
+    from core.config import DriftConfig
+    from core.drift import detect_columns, drift_verdict, evidently_report
 
     reference, current = make_frame(300, (SEED, 1)), make_frame(300, (SEED, 2), "mean")
-    decide_drift(detect_columns(reference, current, schema, DriftConfig()), DriftConfig(), None, [])
+    drift_verdict(detect_columns(reference, current, schema, DriftConfig()), DriftConfig(), None, [])
     snapshot = evidently_report(reference, current, schema, DriftConfig())
     snapshot.dict()
     import tempfile
@@ -227,8 +227,8 @@ def run_project(rows: int, shift: str) -> dict:
     """(a) The project's check: verdict on the full batch, report on the time-stratified sample."""
     import tempfile
 
-    from tasks.config import DriftConfig
-    from tasks.drift import decide_drift, detect_columns, evidently_report, time_stratified_sample
+    from core.config import DriftConfig
+    from core.drift import detect_columns, drift_verdict, evidently_report, time_stratified_sample
 
     reference, current, schema = make_inputs(rows, shift)
     _warm_up(schema)
@@ -236,7 +236,7 @@ def run_project(rows: int, shift: str) -> dict:
     with tempfile.TemporaryDirectory() as tmp, PeakMemory() as memory:
         started = time.perf_counter()
         columns = detect_columns(reference, current, schema, drift)
-        verdict = decide_drift(columns, drift, None, [])
+        verdict = drift_verdict(columns, drift, None, [])
         verdict_s = time.perf_counter() - started
         verdict_mb = memory.peak_mb()
         sample = time_stratified_sample(current, TIME, drift.report_rows)
@@ -265,8 +265,8 @@ def run_project(rows: int, shift: str) -> dict:
 
 def run_evidently(rows: int, shift: str) -> dict:
     """(b) Evidently's DataDriftPreset on the full batch."""
-    from tasks.config import DriftConfig
-    from tasks.drift import evidently_report
+    from core.config import DriftConfig
+    from core.drift import evidently_report
 
     reference, current, schema = make_inputs(rows, shift)
     _warm_up(schema)

@@ -71,7 +71,7 @@ def plain_script(csv: Path, spaces: dict, fixed: dict, estimators: dict, tuning:
 
     # Which fits to make (configurations and rows per round) comes from the pipeline's schedule;
     # making them, scoring and selecting is plain scikit-learn below.
-    from tasks.tune import halving_schedule, sample_configurations
+    from core.search import halving_schedule, sample_configurations
 
     subset = train.tail(tuning["subset_rows"])
     best = None
@@ -116,9 +116,9 @@ def main() -> None:
         os.environ["PREFECT_HOME"] = str(work / "prefect")
 
     started = time.perf_counter()
+    from core.catalogue import CATALOGUE
+    from core.config import parse_config
     from flows.retrain import retrain_flow
-    from tasks.config import parse_config
-    from tasks.train import CATALOGUE
 
     imports = time.perf_counter() - started
     raw = yaml.safe_load(CONFIG.read_text())
@@ -150,12 +150,12 @@ def main() -> None:
     print(f"first pipeline run incl. ephemeral Prefect API start (once per process): {warm_up:.1f} s")
     print(f"plain scikit-learn script: {plain_s:.2f} s  test rmse {plain['rmse']:.2f}  r2 {plain['r2']:.4f}")
     print(
-        f"pipeline (Prefect + MLflow): {pipeline_s:.2f} s  test rmse {result['metrics']['rmse']:.2f}  "
-        f"r2 {result['metrics']['r2']:.4f}  baseline rmse {result['baseline_metrics']['rmse']:.2f}"
+        f"pipeline (Prefect + MLflow): {pipeline_s:.2f} s  test rmse {result.metrics['rmse']:.2f}  "
+        f"r2 {result.metrics['r2']:.4f}  baseline rmse {result.baseline_metrics['rmse']:.2f}"
     )
     ratio = pipeline_s / plain_s
     # The pipeline reads floats as float32 (data.compact_dtypes): equal to a few parts in 10,000.
-    same = math.isclose(plain["rmse"], result["metrics"]["rmse"], rel_tol=1e-3)
+    same = math.isclose(plain["rmse"], result.metrics["rmse"], rel_tol=1e-3)
     print(
         f"overhead ratio pipeline/plain: {ratio:.2f}x (target <= 1.30x): {'OK' if ratio <= 1.3 else 'OVER'}"
     )

@@ -107,12 +107,13 @@ def child_pipeline(csv: Path, warm_csv: Path) -> dict[str, Any]:
     os.chdir(work)
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{work / 'mlflow.db'}"
     os.environ["PREFECT_HOME"] = str(work / "prefect")
-    from flows.cli import use_local_defaults
+    from cli.process import use_local_defaults
 
     use_local_defaults()
+    from core.config import parse_config
+    from core.tables import columns_to_read
     from flows.retrain import retrain_flow
-    from tasks.config import parse_config
-    from tasks.ingest import columns_to_read, load_table
+    from tasks.ingest import load_table
 
     retrain_flow(parse_config(bench_config(warm_csv, "scale-warm-up")))
     config = parse_config(bench_config(csv, "scale"))
@@ -125,8 +126,8 @@ def child_pipeline(csv: Path, warm_csv: Path) -> dict[str, Any]:
         "wall_s": wall,
         "peak_mb": memory.peak_mb - memory.before_mb,
         "frame_mb": frame.memory_usage(deep=True).sum() / 2**20,
-        "rmse": result["metrics"]["rmse"],
-        "candidate": result["best_candidate"],
+        "rmse": result.metrics["rmse"],
+        "candidate": result.best_candidate,
     }
 
 
@@ -135,8 +136,8 @@ def child_plain(csv: Path) -> dict[str, Any]:
     sys.path.insert(0, str(Path(__file__).parent))
     from overhead import plain_script
 
-    from tasks.config import parse_config
-    from tasks.train import CATALOGUE
+    from core.catalogue import CATALOGUE
+    from core.config import parse_config
 
     config = parse_config(bench_config(csv, "plain"))
     catalogue = CATALOGUE["regression"]

@@ -43,9 +43,9 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from cli.servers import free_port, spawn, start_prefect_server, stop, wait_until_healthy  # noqa: E402
 from deployments import deployment_names  # noqa: E402
-from deployments.servers import free_port, spawn, start_prefect_server, stop, wait_until_healthy  # noqa: E402
-from tasks.monitoring import DRIFT_EVENT  # noqa: E402
+from tasks.publish import DRIFT_EVENT  # noqa: E402
 
 RETRAIN = str(Path(sys.executable).with_name("retrain"))
 

@@ -21,10 +21,10 @@ from prefect.deployments.runner import EntrypointType, RunnerDeployment
 from prefect.events.schemas.deployment_triggers import DeploymentEventTrigger
 from prefect.schedules import Cron
 
+from core.config import PipelineConfig
 from flows.drift import drift_check_flow
 from flows.retrain import retrain_flow
-from tasks.config import PipelineConfig
-from tasks.monitoring import DRIFT_EVENT
+from tasks.publish import DRIFT_EVENT, model_resource_id
 
 TRIGGER_TEMPLATE = "drift alert: {{ event.payload.reasons | join('; ') }}"
 
@@ -43,7 +43,7 @@ def drift_trigger(name: str) -> DeploymentEventTrigger:
     return DeploymentEventTrigger(
         name=f"{name}-drift-alert",
         expect={DRIFT_EVENT},
-        match={"prefect.resource.id": f"retrain.model.{name}"},
+        match={"prefect.resource.id": model_resource_id(name)},
         parameters={"trigger": TRIGGER_TEMPLATE},
     )
 

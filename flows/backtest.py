@@ -1,64 +1,60 @@
-"""The backtest flow: wiring only. The logic lives in `tasks/backtest.py`."""
+"""The backtest flow: wiring only. The simulation lives in `core/backtest.py`."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 from prefect import flow
 from prefect.runtime import flow_run
 
-from tasks.backtest import run_replay, write_outputs
-from tasks.config import PipelineConfig
-from tasks.ingest import columns_to_read, ingest
-from tasks.tracking import fail_run_on_error, finish_run, log_values, start_run
+from core.backtest import BacktestPlan
+from core.config import PipelineConfig
+from core.results import BacktestSummary
+from core.tables import columns_to_read
+from tasks.backtest import run_replay, save_outputs
+from tasks.ingest import ingest
+from tasks.settings import Settings
+from tasks.tracking import log_values, tracked_run
 from tasks.validate import validate
 
 
 @flow(name="backtest")
-def backtest_flow(
-    config: PipelineConfig,
-    start: str | None = None,
-    step: str = "7d",
-    policies: str = "never,every:28d,drift",
-    retune: bool = False,
-    out_dir: str = "backtest",
-) -> dict[str, Any]:
+def backtest_flow(config: PipelineConfig, plan: BacktestPlan | None = None) -> BacktestSummary:
     """Replay history and compare what each retraining policy would have delivered.
 
     Args:
         config: The validated pipeline config (needs `time_column`).
-        start: First replayed day (default: after the first 30% of the time range).
-        step: Window length, such as `7d`.
-        policies: Comma-separated `never`, `every:<interval>`, `drift`.
-        retune: Tune again at every retrain instead of refitting the first tuned configuration.
-        out_dir: Where the CSV table, PNG plot and markdown summary go.
+        plan: Window length, policies, start, retuning and output folder (default: `BacktestPlan()`).
 
     Returns:
         The metric, per-policy mean metric, retrains and training seconds, and the output paths.
     """
-    run_id = start_run(
-        config,
-        f"{config.experiment_name}-backtest",
-        run_name=f"backtest-{config.name}",
-        tags={"prefect_flow_run_id": str(flow_run.id or ""), "policies": policies, "step": step},
-    )
-    with fail_run_on_error(run_id):
+    plan = plan or BacktestPlan()
+    settings = Settings.from_environment()
+    tags = {"prefect_flow_run_id": str(flow_run.id or ""), "policies": plan.policies, "step": plan.step}
+    with tracked_run(
+        settings, config, f"{config.experiment_name}-backtest", f"backtest-{config.name}", tags
+    ) as run_id:
         # History, checked like training data
-        frame, schema = validate(ingest(config.data, columns_to_read(config)), config)
+        frame, schema = validate(ingest(config.data, columns_to_read(config), settings), config)
 
         # Prequential replay of every policy, then the evidence
-        table = run_replay(frame, schema, config, start, step, policies, retune)
-        result = write_outputs(table, config, Path(out_dir))
+        table = run_replay(frame, schema, config, plan)
+        result = save_outputs(table, config, Path(plan.out_dir))
         log_values(
+            settings,
             run_id,
-            params={"start": start or "auto", "step": step, "policies": policies, "retune": retune},
-            metrics={
-                p: {"mean_metric": v["mean_metric"], "retrains": v["retrains"]}
-                for p, v in result["policies"].items()
+            params={
+                "start": plan.start or "auto",
+                "step": plan.step,
+                "policies": plan.policies,
+                "retune": plan.retune,
             },
-            files=[Path(result["table"]), Path(result["plot"]), Path(result["summary"])],
+            metrics={
+                p: {"mean_metric": v.mean_metric, "retrains": v.retrains} for p, v in result.policies.items()
+            },
+            files=[Path(result.table), Path(result.plot), Path(result.summary)],
             files_dir="backtest",
         )
-    finish_run(run_id)
-    return {**result, "mlflow_run_id": run_id}
+    return replace(result, mlflow_run_id=run_id)

@@ -1,33 +1,59 @@
-"""The retraining flow: wiring only. The logic lives in `tasks/`."""
+"""The retraining flow: wiring only. The logic lives in `core/`, the Prefect tasks in `tasks/`."""
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
 
 from prefect import flow
+from prefect.futures import PrefectFuture
 from prefect.runtime import flow_run
+from sklearn.compose import ColumnTransformer
+from sklearn.pipeline import Pipeline
 
-from tasks.config import PipelineConfig
-from tasks.evaluate import evaluate, log_plots
+from core.config import PipelineConfig
+from core.results import RetrainSummary, leaderboard
+from core.search import TuneResult, best_of, tuning_data
+from core.split import Splits
+from core.tables import columns_to_read, fingerprint
+from core.validation import DataSchema
+from flows.tuning import tune_candidates
+from tasks.evaluate import evaluate
 from tasks.features import fit_features
-from tasks.ingest import columns_to_read, fingerprint, ingest
-from tasks.registry import compare, find_champion, promote, register_model, score_champion
-from tasks.report import leaderboard, publish_summary
+from tasks.ingest import ingest
+from tasks.promote import compare
+from tasks.publish import publish_summary
+from tasks.registry import ChampionInfo, find_champion, promote, register_model, score_champion
+from tasks.settings import Settings
 from tasks.split import split
-from tasks.tracking import (
-    fail_run_on_error,
-    finish_run,
-    log_reference_sample,
-    log_values,
-    start_run,
-)
+from tasks.tracking import log_plots, log_reference_sample, log_trials, log_values, tracked_run
 from tasks.train import refit_best, train_baseline
-from tasks.tune import best_of, log_trials, tune_candidates
 from tasks.validate import validate
 
 
+@dataclass(frozen=True)
+class PreparedData:
+    """The validated windows, their schema and features, and the fingerprint of the data read."""
+
+    splits: Splits
+    schema: DataSchema
+    preprocessor: ColumnTransformer
+    data_sha256: str
+
+
+@dataclass(frozen=True)
+class TrainedModels:
+    """The tuning results, the final model and its baseline, and the I/O running beside them."""
+
+    results: list[TuneResult]
+    best: TuneResult
+    model: Pipeline
+    baseline_on_train: Pipeline
+    trials_logged: list[PrefectFuture]
+    reference: PrefectFuture
+
+
 @flow(name="retrain", log_prints=True)
-def retrain_flow(config: PipelineConfig, trigger: str = "manual") -> dict[str, Any]:
+def retrain_flow(config: PipelineConfig, trigger: str = "manual") -> RetrainSummary:
     """Train, evaluate and maybe promote a new model version for `config.name`.
 
     Args:
@@ -37,128 +63,151 @@ def retrain_flow(config: PipelineConfig, trigger: str = "manual") -> dict[str, A
     Returns:
         The run summary: promotion, metrics of challenger, baseline and champion, and run ids.
     """
+    settings = Settings.from_environment()
     flow_run_id = str(flow_run.id) if flow_run.id else None
-    run_id = start_run(
-        config,
-        config.experiment_name,
-        run_name=f"retrain-{config.name}",
-        tags={"prefect_flow_run_id": flow_run_id or "", "trigger": trigger[:5000]},
+    tags = {"prefect_flow_run_id": flow_run_id or "", "trigger": trigger[:5000]}
+    with tracked_run(settings, config, config.experiment_name, f"retrain-{config.name}", tags) as run_id:
+        champion = find_champion(settings, config.name)
+        data = prepare_data(settings, config, run_id, champion)
+        champion_scored = score_champion.submit(
+            settings, champion, data.splits.test, data.schema, config.task
+        )
+        trained = train_models(settings, config, run_id, data)
+        summary = evaluate_and_promote(
+            settings, config, run_id, data, trained, champion, champion_scored, flow_run_id, trigger
+        )
+    return summary
+
+
+def prepare_data(
+    settings: Settings, config: PipelineConfig, run_id: str, champion: ChampionInfo | None
+) -> PreparedData:
+    """Ingest, validate against the champion's schema, split by time and fit the features."""
+    raw = ingest(config.data, columns_to_read(config), settings)
+    data_sha256, data_rows = fingerprint(raw), len(raw)
+    frame, schema = validate(raw, config, champion.schema if champion else None)
+    # On large data only the windows stay in memory
+    splits = split(frame, config)
+    rows = len(frame)
+    del raw, frame
+    preprocessor = fit_features(splits, schema, config.tuning.subset_rows)
+    log_values(
+        settings,
+        run_id,
+        params={"rows": rows, "windows": splits.describe(), "metric": config.metric.name},
+        tags={"data_sha256": data_sha256, "data_rows": str(data_rows)},
+        artifacts={"lineage/windows.json": splits.describe(), "lineage/schema.json": schema.as_dict()},
     )
-    with fail_run_on_error(run_id):
-        # Ingest and validate against the champion's schema
-        champion = find_champion(config.name)
-        raw = ingest(config.data, columns_to_read(config))
-        data_sha256, data_rows = fingerprint(raw), len(raw)
-        frame, schema = validate(raw, config, champion.schema if champion else None)
+    return PreparedData(splits, schema, preprocessor, data_sha256)
 
-        # Split by time and fit the features on the training window; on large data only the
-        # windows stay in memory
-        splits = split(frame, config)
-        rows = len(frame)
-        del raw, frame
-        preprocessor = fit_features(splits, schema, config.tuning.subset_rows)
-        log_values(
-            run_id,
-            params={"rows": rows, "windows": splits.describe(), "metric": config.metric.name},
-            tags={"data_sha256": data_sha256, "data_rows": str(data_rows)},
-            artifacts={"lineage/windows.json": splits.describe(), "lineage/schema.json": schema.as_dict()},
-        )
 
-        # I/O that needs only the windows runs in threads while the models train
-        champion_scored = score_champion.submit(champion, splits.test, schema, config.task)
-        reference = log_reference_sample.submit(
-            run_id, splits.train_full, config.mlflow.reference_rows, config.tuning.seed
-        )
+def train_models(
+    settings: Settings, config: PipelineConfig, run_id: str, data: PreparedData
+) -> TrainedModels:
+    """Baseline; candidates tuned on recent rows against validation; the best refit on all training data."""
+    splits, schema = data.splits, data.schema
+    reference = log_reference_sample.submit(
+        settings, run_id, splits.train_full, config.mlflow.reference_rows, config.tuning.seed
+    )
+    baseline_on_train = train_baseline(splits.train, schema, config.task)
+    tuning_rows = tuning_data(
+        splits.train, splits.validation, data.preprocessor, schema, config.tuning.subset_rows
+    )
+    results = tune_candidates(tuning_rows, config)
+    trials_logged = [log_trials.submit(settings, run_id, config.metric.name, r) for r in results]
+    best = best_of(results, config.greater_is_better)
+    model = refit_best(
+        splits.train_full,
+        data.preprocessor,
+        schema,
+        config.task,
+        best.candidate,
+        best.best_params,
+        config.tuning.seed,
+    )
+    return TrainedModels(results, best, model, baseline_on_train, trials_logged, reference)
 
-        # Baseline; candidates tuned on recent rows against validation (trials fan out through
-        # the tuning task runner), then the best refit on all training data
-        baseline_on_train = train_baseline(splits.train, schema, config.task)
-        results = tune_candidates(splits.train, splits.validation, preprocessor, schema, config)
-        trials_logged = [log_trials.submit(run_id, config.metric.name, result) for result in results]
-        best = best_of(results, config.greater_is_better)
-        model = refit_best(
-            splits.train_full,
-            preprocessor,
-            schema,
-            config.task,
-            best.candidate,
-            best.best_params,
-            config.tuning.seed,
-        )
-        # Registration (every final model is a new version) and plots run beside the evaluation
-        registered = register_model.submit(
-            run_id,
-            model,
-            config.name,
-            splits.train_full,
-            schema,
-            tags={
-                "data_sha256": data_sha256,
-                "config_sha256": config.fingerprint(),
-                "prefect_flow_run_id": flow_run_id or "",
-                "reference_artifact": reference,
-                "trained_until": str(splits.validation[config.time_column].max())
-                if config.time_column
-                else "",
-            },
-        )
-        plots = log_plots.submit(run_id, model, splits.test, schema, config.task)
-        baseline = train_baseline(splits.train_full, schema, config.task)
 
-        # Evaluate once on the test window, with the baseline and the champion on the same rows
-        metrics = evaluate(model, splits.test, schema, config.task)
-        baseline_metrics = evaluate(baseline, splits.test, schema, config.task)
-        champion_metrics = champion_scored.result()
-        board = leaderboard(
-            results,
-            evaluate(baseline_on_train, splits.validation, schema, config.task),
-            config.metric.name,
-            config.greater_is_better,
-        )
-        log_values(
-            run_id,
-            params={"best_candidate": best.candidate, "best_params": best.best_params},
-            metrics={
-                "test": metrics,
-                "baseline_test": baseline_metrics,
-                "champion_test": champion_metrics or {},
-            },
-            artifacts={"leaderboard.json": board},
-        )
+def register_challenger(
+    settings: Settings,
+    config: PipelineConfig,
+    run_id: str,
+    data: PreparedData,
+    trained: TrainedModels,
+    flow_run_id: str | None,
+) -> tuple[PrefectFuture, PrefectFuture]:
+    """Start registering the final model (every one is a new version) and drawing its plots."""
+    splits = data.splits
+    trained_until = str(splits.validation[config.time_column].max()) if config.time_column else ""
+    version_tags = {
+        "data_sha256": data.data_sha256,
+        "config_sha256": config.fingerprint(),
+        "prefect_flow_run_id": flow_run_id or "",
+        "reference_artifact": trained.reference.result(),
+        "trained_until": trained_until,
+    }
+    registered = register_model.submit(
+        settings, run_id, trained.model, config.name, splits.train_full, data.schema, tags=version_tags
+    )
+    plots = log_plots.submit(settings, run_id, trained.model, splits.test, data.schema, config.task)
+    return registered, plots
 
-        # Compare, and promote last
-        decision = compare(config, metrics, baseline_metrics, champion_metrics)
-        version = registered.result()
-        decision = promote(
-            config.name,
-            version,
-            decision,
-            champion,
-            tags={f"test_{config.metric.name}": f"{metrics[config.metric.name]:.6g}"},
-        )
-        summary = {
-            "promoted": decision.promote,
-            "model_name": config.name,
-            "model_version": version,
-            "decision": decision.reason,
-            "metric": config.metric.name,
-            "metrics": metrics,
-            "baseline_metrics": baseline_metrics,
-            "champion_metrics": champion_metrics,
-            "champion_version": champion.version if champion else None,
-            "best_candidate": best.candidate,
-            "leaderboard": board,
-            "windows": splits.describe(),
-            "plots": plots.result(),
-            "mlflow_run_id": run_id,
-            "prefect_flow_run_id": flow_run_id,
-            "trigger": trigger,
-        }
-        log_values(
-            run_id,
-            tags={"decision": "promoted" if decision.promote else "rejected", "model_version": version},
-        )
-        publish_summary(board, summary)
-        summary["trials"] = sum(future.result() for future in trials_logged)
-    finish_run(run_id)
+
+def evaluate_and_promote(
+    settings: Settings,
+    config: PipelineConfig,
+    run_id: str,
+    data: PreparedData,
+    trained: TrainedModels,
+    champion: ChampionInfo | None,
+    champion_scored: PrefectFuture,
+    flow_run_id: str | None,
+    trigger: str,
+) -> RetrainSummary:
+    """Score the model once on the test window beside baseline and champion, decide, promote last."""
+    splits, schema, metric = data.splits, data.schema, config.metric.name
+    registered, plots = register_challenger(settings, config, run_id, data, trained, flow_run_id)
+    baseline = train_baseline(splits.train_full, schema, config.task)
+    metrics = evaluate(trained.model, splits.test, schema, config.task)
+    baseline_metrics = evaluate(baseline, splits.test, schema, config.task)
+    champion_metrics = champion_scored.result()
+    baseline_validation = evaluate(trained.baseline_on_train, splits.validation, schema, config.task)
+    board = leaderboard(trained.results, baseline_validation, metric, config.greater_is_better)
+    log_values(
+        settings,
+        run_id,
+        params={"best_candidate": trained.best.candidate, "best_params": trained.best.best_params},
+        metrics={"test": metrics, "baseline_test": baseline_metrics, "champion_test": champion_metrics or {}},
+        artifacts={"leaderboard.json": board},
+    )
+    decision = compare(config, metrics, baseline_metrics, champion_metrics)
+    version = registered.result()
+    decision = promote(
+        settings, config.name, version, decision, champion, tags={f"test_{metric}": f"{metrics[metric]:.6g}"}
+    )
+    log_values(
+        settings,
+        run_id,
+        tags={"decision": "promoted" if decision.promote else "rejected", "model_version": version},
+    )
+    summary = RetrainSummary(
+        promoted=decision.promote,
+        model_name=config.name,
+        model_version=version,
+        decision=decision.reason,
+        metrics=metrics,
+        baseline_metrics=baseline_metrics,
+        champion_metrics=champion_metrics,
+        mlflow_run_id=run_id,
+        prefect_flow_run_id=flow_run_id,
+        metric=metric,
+        champion_version=champion.version if champion else None,
+        best_candidate=trained.best.candidate,
+        leaderboard=board,
+        windows=splits.describe(),
+        plots=plots.result(),
+        trigger=trigger,
+        trials=sum(future.result() for future in trained.trials_logged),
+    )
+    publish_summary(summary)
     return summary

@@ -1,204 +1,26 @@
-"""Drift detection: the champion's reference sample against a new batch.
-
-The verdict runs Evidently's own per-column statistical tests (the ones `DataDriftPreset` picks)
-on the complete batch; they are vectorised and fast. The HTML report, whose cost grows faster than
-linearly with rows, is drawn from a time-stratified sample of `drift.report_rows` rows.
-"""
+"""Prefect tasks of the drift check: pick the batch, test it, give the verdict, draw the report."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from tasks.config import DriftConfig, PipelineConfig
-from tasks.errors import DataError
-from tasks.validate import DataSchema
-
-
-@dataclass(frozen=True)
-class ColumnDrift:
-    """One column's drift test."""
-
-    column: str
-    kind: str
-    method: str
-    score: float
-    threshold: float
-    drifted: bool
-
-
-@dataclass(frozen=True)
-class DriftVerdict:
-    """Whether the batch drifted, with every reason."""
-
-    drift_detected: bool
-    share_drifted: float
-    drifted_columns: list[str]
-    reasons: list[str]
-
-
-def _finite(values: pd.Series) -> pd.Series:
-    return values.replace([-np.inf, np.inf], np.nan).dropna()
-
-
-def column_drift(
-    reference: pd.Series, current: pd.Series, kind: str, method: str | None, threshold: float | None
-) -> ColumnDrift:
-    """Evidently's test for one column (its default choice when `method` is None)."""
-    from evidently.legacy.calculations.stattests.registry import get_stattest
-    from evidently.legacy.core import ColumnType
-
-    column_type = ColumnType.Numerical if kind == "numeric" else ColumnType.Categorical
-    reference, current = _finite(reference), _finite(current)
-    if reference.empty or current.empty:
-        raise DataError(
-            f"column '{current.name}' has no values in the {'reference' if reference.empty else 'batch'}",
-            "Check the batch: every feature needs some values to test for drift.",
-        )
-    stattest = get_stattest(reference, current, column_type, method)
-    result = stattest(reference, current, column_type, threshold)
-    return ColumnDrift(
-        str(current.name),
-        kind,
-        stattest.name,
-        float(result.drift_score),
-        float(result.actual_threshold),
-        bool(result.drifted),
-    )
-
-
-def detect_columns(
-    reference: pd.DataFrame, current: pd.DataFrame, schema: DataSchema, drift: DriftConfig
-) -> list[ColumnDrift]:
-    """Drift test of every feature of the schema, each with its configured or default method."""
-    columns = [(c, "numeric") for c in schema.numeric] + [(c, "categorical") for c in schema.categorical]
-    results = [
-        column_drift(
-            reference[c],
-            current[c],
-            kind,
-            drift.per_column_method.get(c, drift.method),
-            drift.per_column_threshold.get(c, drift.threshold),
-        )
-        for c, kind in columns
-    ]
-    return results
-
-
-def target_drift(
-    reference: pd.DataFrame, current: pd.DataFrame, schema: DataSchema, task_kind: str
-) -> ColumnDrift | None:
-    """Drift of the target, when the batch has labels."""
-    if schema.target not in current or current[schema.target].notna().sum() == 0:
-        return None
-    kind = "numeric" if task_kind == "regression" else "categorical"
-    return column_drift(reference[schema.target], current[schema.target], kind, None, None)
-
-
-def performance_decay(batch_metric: float, test_metric: float, greater_is_better: bool) -> float:
-    """Relative worsening of a metric from the champion's test window to the batch (>0 is worse)."""
-    change = (test_metric - batch_metric) if greater_is_better else (batch_metric - test_metric)
-    return change / abs(test_metric) if test_metric else float("inf") if change > 0 else 0.0
-
-
-def decide_drift(
-    columns: list[ColumnDrift],
-    drift: DriftConfig,
-    decay: float | None,
-    history: list[bool],
-) -> DriftVerdict:
-    """Drift when enough features drift, a critical column drifts, or performance decays.
-
-    With `drift.confirmations` k of `drift.window` n, drift must also have been found in at least k
-    of the last n checks, this one included (`history` holds earlier verdicts, newest first).
-    """
-    drifted = [c.column for c in columns if c.drifted]
-    share = len(drifted) / len(columns) if columns else 0.0
-    reasons = []
-    if share >= drift.share_threshold:
-        reasons.append(
-            f"{len(drifted)} of {len(columns)} features drifted "
-            f"({share:.0%} >= {drift.share_threshold:.0%}): {', '.join(drifted)}"
-        )
-    critical = [c for c in drift.critical_columns if c in drifted]
-    if critical:
-        reasons.append(f"critical columns drifted: {', '.join(critical)}")
-    if decay is not None and decay > drift.max_metric_decay:
-        reasons.append(
-            f"champion's metric decayed by {decay:.0%} (> {drift.max_metric_decay:.0%}) on the batch"
-        )
-    detected = bool(reasons)
-    if detected and drift.confirmations > 1:
-        recent = [detected, *history[: drift.window - 1]]
-        if sum(recent) < drift.confirmations:
-            reasons.append(
-                f"not confirmed: drift in {sum(recent)} of the last {len(recent)} checks, "
-                f"{drift.confirmations} needed"
-            )
-            detected = False
-    if not reasons:
-        reasons.append(f"{len(drifted)} of {len(columns)} features drifted ({share:.0%}); no rule fired")
-    return DriftVerdict(detected, share, drifted, reasons)
-
-
-def time_stratified_sample(frame: pd.DataFrame, time_column: str | None, rows: int) -> pd.DataFrame:
-    """Up to `rows` rows spread evenly over the batch in time order (deterministic)."""
-    if len(frame) <= rows:
-        return frame
-    ordered = frame.sort_values(time_column, kind="stable") if time_column and time_column in frame else frame
-    positions = np.linspace(0, len(ordered) - 1, rows).round().astype(int)
-    return ordered.iloc[positions]
-
-
-def evidently_report(
-    reference: pd.DataFrame, current: pd.DataFrame, schema: DataSchema, drift: DriftConfig
-) -> Any:
-    """Evidently's DataDriftPreset with tests, configured like the verdict (current data first)."""
-    from evidently import DataDefinition, Dataset, Report
-    from evidently.presets import DataDriftPreset
-
-    definition = DataDefinition(numerical_columns=schema.numeric, categorical_columns=schema.categorical)
-    preset = DataDriftPreset(
-        columns=schema.features,
-        drift_share=drift.share_threshold,
-        method=drift.method,
-        threshold=drift.threshold,
-        per_column_method=drift.per_column_method or None,
-        per_column_threshold=drift.per_column_threshold or None,
-    )
-    columns = schema.features
-    return Report([preset], include_tests=True).run(
-        Dataset.from_pandas(current[columns], data_definition=definition),
-        Dataset.from_pandas(reference[columns], data_definition=definition),
-    )
-
-
-def rows_after(frame: pd.DataFrame, time_column: str | None, trained_until: str | None) -> pd.DataFrame:
-    """Rows newer than the champion's training window.
-
-    Raises:
-        DataError: Nothing is newer, or the source has no time column to tell.
-    """
-    if not time_column or not trained_until:
-        raise DataError(
-            "Cannot tell which rows are new: the config has no time_column or the champion has no "
-            "trained_until tag",
-            "Pass the batch to check with --current.",
-        )
-    times = pd.to_datetime(frame[time_column], errors="coerce")
-    newer = frame[times > pd.Timestamp(trained_until)]
-    if newer.empty:
-        raise DataError(
-            f"The data source has no rows after the champion's training window (ends {trained_until})",
-            "Wait for new data or pass a batch with --current.",
-        )
-    return newer
+from core.config import PipelineConfig
+from core.drift import (
+    ColumnDrift,
+    DriftVerdict,
+    detect_columns,
+    drift_verdict,
+    evidently_report,
+    rows_after,
+    target_drift,
+    time_stratified_sample,
+)
+from core.validation import DataSchema
 
 
 @task(name="select-batch", cache_policy=NO_CACHE)
@@ -221,11 +43,11 @@ def detect_drift(
 
 
 @task(name="decide-drift", cache_policy=NO_CACHE)
-def decide(
+def judge_drift(
     columns: list[ColumnDrift], config: PipelineConfig, decay: float | None, history: list[bool]
 ) -> DriftVerdict:
-    """The drift verdict as a task of the flow; see `decide_drift`."""
-    verdict = decide_drift(columns, config.drift, decay, history)
+    """The drift verdict as a task of the flow; see `core.drift.drift_verdict`."""
+    verdict = drift_verdict(columns, config.drift, decay, history)
     get_run_logger().info(
         "Drift %s: %s", "detected" if verdict.drift_detected else "not detected", verdict.reasons
     )
@@ -244,26 +66,3 @@ def write_report(
     path = (out_dir / f"drift-{config.name}-{stamp}.html").resolve()
     snapshot.save_html(str(path))
     return path, {"report_rows": len(sample), "batch_rows": len(batch), "evidently": snapshot.dict()}
-
-
-def columns_table(columns: list[ColumnDrift]) -> list[dict[str, Any]]:
-    """Rows for the Prefect table artifact and the JSON summary."""
-    return [{**asdict(c), "score": round(c.score, 5)} for c in columns]
-
-
-def skipped_summary(data_sha256: str, checked_in_run: str) -> dict[str, Any]:
-    """The result of a check skipped because this exact batch was already checked."""
-    return {
-        "drift_detected": False,
-        "skipped": True,
-        "share_drifted": None,
-        "drifted_columns": [],
-        "reasons": [
-            f"skipped: this exact batch (sha256 {data_sha256[:12]}) was checked in run {checked_in_run}"
-        ],
-        "performance": None,
-        "event_emitted": False,
-        "event_note": "skipped batch, no event",
-        "report_path": None,
-        "mlflow_run_id": checked_in_run,
-    }

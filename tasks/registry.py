@@ -1,4 +1,4 @@
-"""Stages 9 and 10: the champion, the promotion decision, registration and aliases."""
+"""The MLflow registry edge: find and load the champion, register a version, move the aliases."""
 
 from __future__ import annotations
 
@@ -12,16 +12,14 @@ import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 from prefect import get_run_logger, task
-from prefect.cache_policies import NO_CACHE
 from sklearn.pipeline import Pipeline
 
-from tasks.config import PipelineConfig
-from tasks.errors import io_edge_options
-from tasks.evaluate import is_better, score
-from tasks.tracking import client, tracking_uri
-from tasks.validate import DataSchema
-
-CHAMPION, CHALLENGER, PREVIOUS = "champion", "challenger", "previous-champion"
+from core.metrics import score
+from core.promotion import CHALLENGER, CHAMPION, PREVIOUS, Decision, stale_comparison
+from core.validation import DataSchema
+from tasks.options import io_edge_options
+from tasks.settings import Settings
+from tasks.tracking import client
 
 
 @dataclass(frozen=True)
@@ -49,18 +47,10 @@ class ChampionInfo:
         return f"models:/{self.name}/{self.version}"
 
 
-@dataclass(frozen=True)
-class Decision:
-    """Whether the challenger is promoted, and why."""
-
-    promote: bool
-    reason: str
-
-
-def get_alias_version(name: str, alias: str) -> Any | None:
+def get_alias_version(settings: Settings, name: str, alias: str) -> Any | None:
     """The model version an alias points at, or None when the model or alias does not exist."""
     try:
-        return client().get_model_version_by_alias(name, alias)
+        return client(settings).get_model_version_by_alias(name, alias)
     except MlflowException as exc:
         if exc.error_code in {"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"}:
             return None
@@ -97,64 +87,31 @@ def own_types(model: Pipeline, fresh: bool = False) -> list[str]:
 
 
 @task(name="find-champion", **io_edge_options())
-def find_champion(name: str) -> ChampionInfo | None:
+def find_champion(settings: Settings, name: str) -> ChampionInfo | None:
     """Read `<name>@champion` and the input schema it was trained on."""
-    version = get_alias_version(name, CHAMPION)
+    version = get_alias_version(settings, name, CHAMPION)
     if version is None:
         return None
     schema = json.loads(version.tags.get("input_schema", "{}"))
     return ChampionInfo(name, str(version.version), version.run_id, schema, dict(version.tags))
 
 
+def load_champion_model(settings: Settings, champion: ChampionInfo) -> Pipeline:
+    """The champion's fitted pipeline, loaded from the tracking store of `settings`."""
+    mlflow.set_tracking_uri(settings.tracking_uri)
+    mlflow.set_registry_uri(settings.tracking_uri)
+    return mlflow.sklearn.load_model(champion.uri)
+
+
 @task(name="score-champion", **io_edge_options())
 def score_champion(
-    champion: ChampionInfo | None, test: pd.DataFrame, schema: DataSchema, task_kind: str
+    settings: Settings, champion: ChampionInfo | None, test: pd.DataFrame, schema: DataSchema, task_kind: str
 ) -> dict[str, float] | None:
     """The champion's metrics on the same test window as the challenger (None without one)."""
     if champion is None:
         return None
-    mlflow.set_tracking_uri(tracking_uri())
-    model = mlflow.sklearn.load_model(champion.uri)
+    model = load_champion_model(settings, champion)
     return score(model, test, champion.input_schema(schema.target), task_kind)
-
-
-def decide(
-    config: PipelineConfig,
-    challenger: dict[str, float],
-    baseline: dict[str, float],
-    champion: dict[str, float] | None,
-) -> Decision:
-    """Promote when the challenger beats the baseline and the champion by the configured margin."""
-    metric, greater = config.metric.name, config.greater_is_better
-    new, base = challenger[metric], baseline[metric]
-    if config.promotion.must_beat_baseline and not is_better(new, base, greater):
-        return Decision(False, f"challenger {metric} {new:.4f} does not beat the baseline's {base:.4f}")
-    if champion is None:
-        beats = "beats" if is_better(new, base, greater) else "does not beat (not required)"
-        return Decision(
-            True, f"no champion yet; challenger {metric} {new:.4f} {beats} the baseline's {base:.4f}"
-        )
-    old = champion[metric]
-    improvement = (new - old) if greater else (old - new)
-    relative = improvement / abs(old) if old else float("inf") if improvement > 0 else 0.0
-    margin = config.promotion.min_improvement
-    verdict = f"challenger {metric} {new:.4f} vs champion {old:.4f} ({relative:+.2%}, margin {margin:.2%})"
-    if relative >= margin and improvement > 0:
-        return Decision(True, f"{verdict}: better by the margin")
-    return Decision(False, f"{verdict}: not better by the margin, champion kept")
-
-
-@task(name="compare-with-champion", cache_policy=NO_CACHE)
-def compare(
-    config: PipelineConfig,
-    challenger: dict[str, float],
-    baseline: dict[str, float],
-    champion: dict[str, float] | None,
-) -> Decision:
-    """The promotion decision as a task of the flow; see `decide`."""
-    decision = decide(config, challenger, baseline, champion)
-    get_run_logger().info("Decision: %s", decision.reason)
-    return decision
 
 
 def widen_for_signature(features: pd.DataFrame) -> pd.DataFrame:
@@ -170,6 +127,7 @@ def widen_for_signature(features: pd.DataFrame) -> pd.DataFrame:
 
 @task(name="register-model", **io_edge_options())
 def register_model(
+    settings: Settings,
     run_id: str,
     model: Pipeline,
     name: str,
@@ -186,8 +144,8 @@ def register_model(
     """
     import sklearn
 
-    mlflow.set_tracking_uri(tracking_uri())
-    mlflow.set_registry_uri(tracking_uri())
+    mlflow.set_tracking_uri(settings.tracking_uri)
+    mlflow.set_registry_uri(settings.tracking_uri)
     # The signature needs column types, not every row: a sample keeps logging quick.
     features = example[schema.features].sample(n=min(1000, len(example)), random_state=0)
     widened = widen_for_signature(features)
@@ -212,7 +170,7 @@ def register_model(
         if "untrusted types" not in str(exc):
             raise
         info = log(own_types(model, fresh=True))
-    mlflow_client = client()
+    mlflow_client = client(settings)
     try:
         mlflow_client.create_registered_model(name)
     except MlflowException as exc:
@@ -231,6 +189,7 @@ def register_model(
 
 @task(name="promote", **io_edge_options())
 def promote(
+    settings: Settings,
     name: str,
     version: str,
     decision: Decision,
@@ -242,19 +201,14 @@ def promote(
     The champion alias is re-read first: if another run moved it since this run compared against
     it, this run does not promote (its comparison is stale), so two concurrent runs cannot both win.
     """
-    mlflow_client = client()
+    mlflow_client = client(settings)
     for key, value in (tags or {}).items():
         mlflow_client.set_model_version_tag(name, version, key, value)
     if decision.promote:
-        current = get_alias_version(name, CHAMPION)
+        current = get_alias_version(settings, name, CHAMPION)
         current_version = str(current.version) if current is not None else None
         expected = compared_with.version if compared_with else None
-        if current_version != expected:
-            decision = Decision(
-                False,
-                f"champion moved to version {current_version} while this run compared against "
-                f"{expected}; not promoted, run again to compare with the new champion",
-            )
+        decision = stale_comparison(expected, current_version) or decision
     mlflow_client.set_model_version_tag(
         name, version, "decision", "promoted" if decision.promote else "rejected"
     )

@@ -1,4 +1,4 @@
-"""MLflow edges: the tracking store, the run of each flow, nested trial runs, and lineage.
+"""The MLflow tracking edge: the run of each flow as one context manager, and what is logged to it.
 
 MLflow's active run is thread-local and Prefect runs tasks in threads, so everything here takes
 run ids explicitly and talks to `MlflowClient`.
@@ -7,7 +7,6 @@ run ids explicitly and talks to `MlflowClient`.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import tempfile
 import time
@@ -22,41 +21,34 @@ import yaml
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 from prefect import task
+from sklearn.pipeline import Pipeline
 
-from tasks.config import PipelineConfig
-from tasks.errors import io_edge_options
+from core.config import PipelineConfig
+from core.drift import reference_sample
+from core.plots import plot_predictions
+from core.search import TuneResult
+from core.validation import DataSchema
+from tasks.options import io_edge_options
+from tasks.settings import Settings
 
-STATE_DIR = Path(".retrain")
 TRACKED_PACKAGES = ("prefect", "mlflow", "scikit-learn", "pandas", "numpy", "evidently", "retrain-pipeline")
 
 
-def tracking_uri() -> str:
-    """`MLFLOW_TRACKING_URI`, or a SQLite file under `.retrain/` in the working directory."""
-    uri = os.environ.get("MLFLOW_TRACKING_URI")
-    if uri:
-        return uri
-    STATE_DIR.mkdir(exist_ok=True)
-    return f"sqlite:///{(STATE_DIR / 'mlflow.db').resolve()}"
+def client(settings: Settings) -> MlflowClient:
+    """A client for the tracking store and registry of `settings`."""
+    if settings.tracking_is_local:
+        settings.state_dir.mkdir(parents=True, exist_ok=True)
+    return MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
 
 
-def is_local_store(uri: str) -> bool:
-    """Whether the store is a database we own (then artifacts go under `.retrain/`)."""
-    return not uri.startswith(("http://", "https://", "databricks"))
-
-
-def client() -> MlflowClient:
-    """A client for the configured tracking store, read at call time."""
-    return MlflowClient(tracking_uri=tracking_uri(), registry_uri=tracking_uri())
-
-
-def ensure_experiment(mlflow_client: MlflowClient, name: str) -> str:
-    """The id of experiment `name`, created on first use."""
+def ensure_experiment(settings: Settings, mlflow_client: MlflowClient, name: str) -> str:
+    """The id of experiment `name`, created on first use (artifacts under the state folder when local)."""
     experiment = mlflow_client.get_experiment_by_name(name)
     if experiment is not None:
         return experiment.experiment_id
     location = None
-    if is_local_store(mlflow_client.tracking_uri):
-        location = (STATE_DIR / "artifacts" / name).resolve().as_uri()
+    if settings.tracking_is_local:
+        location = (settings.state_dir / "artifacts" / name).as_uri()
     return mlflow_client.create_experiment(name, artifact_location=location)
 
 
@@ -95,10 +87,12 @@ def log_json(mlflow_client: MlflowClient, run_id: str, payload: Any, artifact_fi
 
 
 @task(name="start-mlflow-run", **io_edge_options())
-def start_run(config: PipelineConfig, experiment: str, run_name: str, tags: dict[str, str]) -> str:
+def start_run(
+    settings: Settings, config: PipelineConfig, experiment: str, run_name: str, tags: dict[str, str]
+) -> str:
     """Create the flow's MLflow run with its lineage tags and the redacted config artifact."""
-    mlflow_client = client()
-    experiment_id = ensure_experiment(mlflow_client, experiment)
+    mlflow_client = client(settings)
+    experiment_id = ensure_experiment(settings, mlflow_client, experiment)
     commit = git_commit()
     lineage = {
         "config_sha256": config.fingerprint(),
@@ -127,6 +121,7 @@ def _flatten(prefix: str, values: dict[str, Any]) -> dict[str, Any]:
 
 @task(name="log-to-mlflow", **io_edge_options())
 def log_values(
+    settings: Settings,
     run_id: str,
     params: dict[str, Any] | None = None,
     metrics: dict[str, float] | None = None,
@@ -136,7 +131,7 @@ def log_values(
     files_dir: str = "plots",
 ) -> None:
     """Log flattened params, metrics and tags, JSON artifacts (by file name) and files (to `files_dir`)."""
-    mlflow_client = client()
+    mlflow_client = client(settings)
     now = int(time.time() * 1000)
     mlflow_client.log_batch(
         run_id,
@@ -154,41 +149,44 @@ def log_values(
         mlflow_client.log_artifact(run_id, str(path), files_dir)
 
 
-def log_trial_runs(parent_run_id: str, metric: str, trials: list[dict[str, Any]]) -> None:
-    """Log each tuning trial as a nested run of `parent_run_id`."""
-    mlflow_client = client()
+@task(name="log-trials", **io_edge_options())
+def log_trials(settings: Settings, parent_run_id: str, metric: str, result: TuneResult) -> int:
+    """Log every trial of a tuning result as a nested MLflow run of `parent_run_id`.
+
+    Returns:
+        How many trials were logged.
+    """
+    mlflow_client = client(settings)
     experiment_id = mlflow_client.get_run(parent_run_id).info.experiment_id
-    for index, trial in enumerate(trials):
+    for index, trial in enumerate(result.trials):
         run = mlflow_client.create_run(
             experiment_id,
-            run_name=f"{trial['candidate']}-r{trial['round']}-t{index}",
+            run_name=f"{trial.candidate}-r{trial.round}-t{index}",
             tags={
                 "mlflow.parentRunId": parent_run_id,
-                "candidate": trial["candidate"],
+                "candidate": trial.candidate,
                 "stage": "tuning",
-                "executor": trial.get("executor", ""),
+                "executor": trial.executor,
             },
         )
         now = int(time.time() * 1000)
         mlflow_client.log_batch(
             run.info.run_id,
             metrics=[
-                Metric(f"validation_{metric}", float(trial["score"]), now, 0),
-                Metric("fit_seconds", float(trial["fit_seconds"]), now, 0),
+                Metric(f"validation_{metric}", float(trial.score), now, 0),
+                Metric("fit_seconds", float(trial.fit_seconds), now, 0),
             ],
-            params=[Param(k, str(v)) for k, v in trial["params"].items()]
-            + [Param("train_rows", str(trial["rows"])), Param("round", str(trial["round"]))],
+            params=[Param(k, str(v)) for k, v in trial.params.items()]
+            + [Param("train_rows", str(trial.rows)), Param("round", str(trial.round))],
         )
         mlflow_client.set_terminated(run.info.run_id, "FINISHED")
-
-
-def reference_sample(frame: pd.DataFrame, max_rows: int, seed: int) -> pd.DataFrame:
-    """The capped sample of training rows a model's drift checks compare against."""
-    return frame.sample(n=min(max_rows, len(frame)), random_state=seed).sort_index()
+    return len(result.trials)
 
 
 @task(name="log-reference-sample", **io_edge_options())
-def log_reference_sample(run_id: str, train: pd.DataFrame, max_rows: int, seed: int) -> str:
+def log_reference_sample(
+    settings: Settings, run_id: str, train: pd.DataFrame, max_rows: int, seed: int
+) -> str:
     """Log a capped sample of the training rows (features and target) for later drift checks.
 
     Returns:
@@ -198,23 +196,43 @@ def log_reference_sample(run_id: str, train: pd.DataFrame, max_rows: int, seed: 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "reference.parquet"
         sample.to_parquet(path, index=False)
-        client().log_artifact(run_id, str(path), "reference")
+        client(settings).log_artifact(run_id, str(path), "reference")
     return "reference/reference.parquet"
 
 
+@task(name="log-plots", **io_edge_options())
+def log_plots(
+    settings: Settings, run_id: str, model: Pipeline, test: pd.DataFrame, schema: DataSchema, task_kind: str
+) -> list[str]:
+    """Draw the test-window plots and log them under `plots/` of the run."""
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = plot_predictions(model, test, schema, task_kind, Path(tmp))
+        mlflow_client = client(settings)
+        for path in paths:
+            mlflow_client.log_artifact(run_id, str(path), "plots")
+    return [f"plots/{p.name}" for p in paths]
+
+
 @task(name="finish-mlflow-run", **io_edge_options())
-def finish_run(run_id: str, status: str = "FINISHED") -> None:
+def finish_run(settings: Settings, run_id: str, status: str = "FINISHED") -> None:
     """Mark the run FINISHED or FAILED."""
-    client().set_terminated(run_id, status)
+    client(settings).set_terminated(run_id, status)
 
 
 @contextmanager
-def fail_run_on_error(run_id: str) -> Iterator[None]:
-    """Mark the MLflow run FAILED (and re-raise) when the block fails."""
+def tracked_run(
+    settings: Settings, config: PipelineConfig, experiment: str, run_name: str, tags: dict[str, str]
+) -> Iterator[str]:
+    """The MLflow run of one flow run: created with its lineage, yields its id, then FINISHED.
+
+    A failure inside the block marks the run FAILED and is raised again.
+    """
+    run_id = start_run(settings, config, experiment, run_name, tags)
     try:
-        yield
+        yield run_id
     except BaseException:
         try:
-            client().set_terminated(run_id, "FAILED")
+            client(settings).set_terminated(run_id, "FAILED")
         finally:
             raise
+    finish_run(settings, run_id)

@@ -1,4 +1,4 @@
-"""Stages 5 and 7: the baseline, the candidate algorithms, and the final refit."""
+"""Prefect tasks that fit models: the baseline and the final refit of the winning candidate."""
 
 from __future__ import annotations
 
@@ -7,117 +7,17 @@ from typing import Any
 import pandas as pd
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
-from sklearn.base import BaseEstimator, clone
 from sklearn.compose import ColumnTransformer
-from sklearn.dummy import DummyClassifier, DummyRegressor
-from sklearn.ensemble import (
-    HistGradientBoostingClassifier,
-    HistGradientBoostingRegressor,
-    RandomForestClassifier,
-    RandomForestRegressor,
-)
-from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.pipeline import Pipeline
 
-from tasks.validate import DataSchema
-
-BASELINE = "baseline"
-
-# Built-in algorithms: (estimator class, fixed params, default search space) per task.
-CATALOGUE: dict[str, dict[str, tuple[type[BaseEstimator], dict[str, Any], dict[str, list[Any]]]]] = {
-    "regression": {
-        "linear": (Ridge, {}, {"alpha": [0.01, 0.1, 1.0, 10.0, 100.0]}),
-        "random_forest": (
-            RandomForestRegressor,
-            {"n_estimators": 100, "n_jobs": -1},
-            {"max_depth": [8, 16, None], "min_samples_leaf": [1, 3, 10], "max_features": [0.5, 1.0]},
-        ),
-        "hist_gradient_boosting": (
-            HistGradientBoostingRegressor,
-            {"max_iter": 300, "early_stopping": False},
-            {
-                "learning_rate": [0.05, 0.1, 0.2],
-                "max_leaf_nodes": [15, 31, 63],
-                "min_samples_leaf": [10, 20, 50],
-                "l2_regularization": [0.0, 1.0],
-            },
-        ),
-    },
-    "classification": {
-        "logistic": (LogisticRegression, {"max_iter": 2000}, {"C": [0.01, 0.1, 1.0, 10.0]}),
-        "random_forest": (
-            RandomForestClassifier,
-            {"n_estimators": 100, "n_jobs": -1},
-            {"max_depth": [8, 16, None], "min_samples_leaf": [1, 3, 10], "max_features": ["sqrt", 0.5]},
-        ),
-        "hist_gradient_boosting": (
-            HistGradientBoostingClassifier,
-            {"max_iter": 200, "early_stopping": False},
-            {
-                "learning_rate": [0.05, 0.1, 0.2],
-                "max_leaf_nodes": [15, 31, 63],
-                "min_samples_leaf": [10, 20, 50],
-            },
-        ),
-    },
-}
-
-
-def search_space(
-    task_kind: str, candidate: str, override: dict[str, list[Any]] | None
-) -> dict[str, list[Any]]:
-    """The values to try for `candidate`: the config's override or the built-in space."""
-    return override if override else CATALOGUE[task_kind][candidate][2]
-
-
-def make_estimator(task_kind: str, candidate: str, params: dict[str, Any], seed: int) -> BaseEstimator:
-    """Instantiate a built-in algorithm with fixed, config and trial params."""
-    if candidate == BASELINE:
-        return (
-            DummyRegressor(strategy="mean")
-            if task_kind == "regression"
-            else DummyClassifier(strategy="most_frequent")
-        )
-    estimator_class, fixed, _ = CATALOGUE[task_kind][candidate]
-    estimator = estimator_class(**{**fixed, **params})
-    if "random_state" in estimator.get_params():
-        estimator.set_params(random_state=seed)
-    return estimator
-
-
-def make_pipeline(preprocessor: ColumnTransformer, estimator: BaseEstimator) -> Pipeline:
-    """Preprocessing and model in one pipeline, so the logged model takes raw columns."""
-    return Pipeline([("preprocess", clone(preprocessor)), ("model", estimator)])
-
-
-def fit_pipeline(pipeline: Pipeline, frame: pd.DataFrame, schema: DataSchema) -> Pipeline:
-    """Fit on the feature columns of `frame` against its target."""
-    return pipeline.fit(frame[schema.features], frame[schema.target])
-
-
-def fit_candidate(
-    frame: pd.DataFrame,
-    preprocessor: ColumnTransformer,
-    schema: DataSchema,
-    task_kind: str,
-    candidate: str,
-    params: dict[str, Any],
-    seed: int,
-) -> Pipeline:
-    """Fit preprocessing and a built-in algorithm with `params` on `frame`."""
-    estimator = make_estimator(task_kind, candidate, params, seed)
-    return fit_pipeline(make_pipeline(preprocessor, estimator), frame, schema)
+from core.catalogue import baseline_model, fit_candidate, fit_pipeline
+from core.validation import DataSchema
 
 
 @task(name="baseline", cache_policy=NO_CACHE)
 def train_baseline(train: pd.DataFrame, schema: DataSchema, task_kind: str) -> Pipeline:
-    """Fit the dummy baseline (mean / most frequent class) on `train`.
-
-    It ignores the features, so it takes the raw columns without the preprocessing, which would
-    only cost time on large data.
-    """
-    estimator = make_estimator(task_kind, BASELINE, {}, seed=0)
-    return fit_pipeline(Pipeline([("model", estimator)]), train, schema)
+    """Fit the dummy baseline (mean / most frequent class) on `train`."""
+    return fit_pipeline(baseline_model(task_kind), train, schema)
 
 
 @task(name="refit", cache_policy=NO_CACHE)

@@ -1,128 +1,24 @@
-"""Stage 6: tune the candidates on the most recent training rows, scored on the validation window.
+"""Prefect tasks of the search: one trial, the shared tuning data, and the runner trials fan out on.
 
-Successive halving runs its rounds for all candidates together. A round's trials are independent
-fits, so they fan out through a Prefect task runner: threads by default, or an existing or local
-Dask cluster (`tuning.runner: dask`). Which runner ran them never changes the models: each trial
-is a seeded fit, and the rounds rank the trials in the order they were planned.
+Threads in this process by default; with `tuning.runner: dask`, prefect-dask's `DaskTaskRunner`
+on an existing cluster or a local one. Which runner ran the trials never changes the models.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import socket
-import time
-import warnings
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass
-from typing import Any
 
-import pandas as pd
-from prefect import get_run_logger, task
+from prefect import task
 from prefect.cache_policies import NO_CACHE
+from prefect.context import get_run_context
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
-from sklearn.compose import ColumnTransformer
-from sklearn.model_selection import ParameterGrid, ParameterSampler
 
-from tasks.config import PipelineConfig, TuningConfig, expand_env
-from tasks.errors import BadInputError, io_edge_options
-from tasks.evaluate import is_better, score
-from tasks.tracking import log_trial_runs
-from tasks.train import fit_candidate, search_space
-from tasks.validate import DataSchema
+from core.config import PipelineConfig, TuningConfig, expand_env
+from core.errors import BadInputError
+from core.search import Trial, TrialSpec, TuningData, fit_and_score, trials_at_once_on_threads
 
 DASK_CONNECT_TIMEOUT = "20s"
-
-
-@dataclass(frozen=True)
-class TrialSpec:
-    """One configuration of one candidate to fit on the `rows` most recent tuning rows."""
-
-    candidate: str
-    params: dict[str, Any]
-    round: int
-    rows: int
-
-
-@dataclass(frozen=True)
-class Trial(TrialSpec):
-    """A fitted and scored `TrialSpec`; `executor` is the host/pid that ran it."""
-
-    score: float
-    fit_seconds: float
-    executor: str = ""
-
-
-@dataclass(frozen=True)
-class TuneResult:
-    """The best configuration of one candidate and every trial behind it."""
-
-    candidate: str
-    best_params: dict[str, Any]
-    best_score: float
-    trials: list[Trial]
-
-
-@dataclass(frozen=True)
-class TuningData:
-    """What every trial reads: the recent training rows, the validation window and the features."""
-
-    subset: pd.DataFrame
-    validation: pd.DataFrame
-    preprocessor: ColumnTransformer
-    schema: DataSchema
-
-
-RoundRunner = Callable[[list[TrialSpec]], list[Trial]]
-
-
-def sample_configurations(space: dict[str, list[Any]], n_trials: int, seed: int) -> list[dict[str, Any]]:
-    """The whole grid when it is small enough, else `n_trials` random draws from it."""
-    grid = ParameterGrid(space)
-    if len(grid) <= n_trials:
-        return list(grid)
-    return list(ParameterSampler(space, n_iter=n_trials, random_state=seed))
-
-
-def halving_schedule(n_configs: int, subset_rows: int, factor: int, strategy: str) -> list[tuple[int, int]]:
-    """(configurations kept, training rows) for each round; random search is a single round."""
-    if strategy == "random" or n_configs == 1:
-        return [(n_configs, subset_rows)]
-    kept = [n_configs]
-    while kept[-1] > 1:
-        kept.append(max(1, kept[-1] // factor))
-    rounds = len(kept)
-    return [
-        (count, min(subset_rows, max(30, subset_rows // factor ** (rounds - 1 - index))))
-        for index, count in enumerate(kept)
-    ]
-
-
-def tuning_data(
-    train: pd.DataFrame,
-    validation: pd.DataFrame,
-    preprocessor: ColumnTransformer,
-    schema: DataSchema,
-    subset_rows: int,
-) -> TuningData:
-    """The most recent `subset_rows` of `train` (in time order when there is a time column).
-
-    The test window is never part of it.
-    """
-    return TuningData(train.tail(min(subset_rows, len(train))), validation, preprocessor, schema)
-
-
-@contextmanager
-def openmp_threads(limit: int | None) -> Iterator[None]:
-    """Limit OpenMP threads in this thread while trials share the cores (None: leave as is)."""
-    if limit is None:
-        yield
-        return
-    from threadpoolctl import threadpool_limits
-
-    with threadpool_limits(limits=limit, user_api="openmp"):
-        yield
 
 
 @task(
@@ -133,97 +29,13 @@ def openmp_threads(limit: int | None) -> Iterator[None]:
 )
 def run_trial(data: TuningData, config: PipelineConfig, spec: TrialSpec, threads: int | None = None) -> Trial:
     """Fit one configuration on the recent rows and score it on the validation window."""
-    started = time.perf_counter()
-    params = {**config.candidates[spec.candidate].params, **spec.params}
-    with openmp_threads(threads), warnings.catch_warnings():
-        # On a Dask worker scikit-learn runs n_jobs=-1 models on one core, which is what we want.
-        warnings.filterwarnings("ignore", message="Inside a Dask worker")
-        model = fit_candidate(
-            data.subset.tail(spec.rows),
-            data.preprocessor,
-            data.schema,
-            config.task,
-            spec.candidate,
-            params,
-            config.tuning.seed,
-        )
-        value = score(model, data.validation, data.schema, config.task)[config.metric.name]
-    elapsed = time.perf_counter() - started
-    executor = f"{socket.gethostname()}/{os.getpid()}"
-    return Trial(spec.candidate, spec.params, spec.round, spec.rows, value, elapsed, executor)
+    return fit_and_score(data, config, spec, threads)
 
 
-def halving_search(subset_rows: int, config: PipelineConfig, run_round: RoundRunner) -> list[TuneResult]:
-    """Successive halving (or random search) for every candidate, one round at a time.
-
-    Args:
-        subset_rows: Rows available for tuning.
-        config: The pipeline config (candidates, their spaces, `tuning`, metric).
-        run_round: Fits and scores a round's trials, returning them in the order given.
-
-    Returns:
-        One result per candidate, in config order.
-    """
-    tuning = config.tuning
-    plans: dict[str, tuple[list[dict[str, Any]], list[tuple[int, int]]]] = {}
-    for name, candidate in config.candidates.items():
-        space = search_space(config.task, name, candidate.search_space)
-        configs = sample_configurations(space, tuning.n_trials, tuning.seed)
-        plans[name] = (
-            configs,
-            halving_schedule(len(configs), subset_rows, tuning.halving_factor, tuning.strategy),
-        )
-    ranked: dict[str, list[Trial]] = {}
-    trials: dict[str, list[Trial]] = {name: [] for name in plans}
-    for round_index in range(max(len(schedule) for _, schedule in plans.values())):
-        specs = []
-        for name, (configs, schedule) in plans.items():
-            if round_index < len(schedule):
-                kept, rows = schedule[round_index]
-                order = [t.params for t in ranked[name]] if name in ranked else configs
-                specs += [TrialSpec(name, params, round_index, rows) for params in order[:kept]]
-        for name, group in _by_candidate(run_round(specs)).items():
-            ranked[name] = sorted(group, key=lambda t: -t.score if config.greater_is_better else t.score)
-            trials[name].extend(group)
-    return [
-        TuneResult(
-            name,
-            {**config.candidates[name].params, **ranked[name][0].params},
-            ranked[name][0].score,
-            trials[name],
-        )
-        for name in plans
-    ]
-
-
-def _by_candidate(trials: list[Trial]) -> dict[str, list[Trial]]:
-    groups: dict[str, list[Trial]] = {}
-    for trial in trials:
-        groups.setdefault(trial.candidate, []).append(trial)
-    return groups
-
-
-def search(
-    train: pd.DataFrame,
-    validation: pd.DataFrame,
-    preprocessor: ColumnTransformer,
-    schema: DataSchema,
-    config: PipelineConfig,
-) -> list[TuneResult]:
-    """Tune every candidate in this thread, one trial after another (no orchestrator needed)."""
-    data = tuning_data(train, validation, preprocessor, schema, config.tuning.subset_rows)
-    return halving_search(
-        len(data.subset), config, lambda specs: [run_trial.fn(data, config, spec) for spec in specs]
-    )
-
-
-def best_of(results: list[TuneResult], greater_is_better: bool) -> TuneResult:
-    """The candidate with the best validation score (first listed wins ties)."""
-    best = results[0]
-    for result in results[1:]:
-        if is_better(result.best_score, best.best_score, greater_is_better):
-            best = result
-    return best
+@task(name="share-tuning-data", cache_policy=NO_CACHE, persist_result=False)
+def share_tuning_data(data: TuningData) -> TuningData:
+    """Hand the tuning data to the task runner once (a no-op on threads)."""
+    return data
 
 
 def tuning_task_runner(tuning: TuningConfig) -> TaskRunner:
@@ -237,9 +49,10 @@ def tuning_task_runner(tuning: TuningConfig) -> TaskRunner:
         return ThreadPoolTaskRunner(max_workers=trials_at_once_on_threads(tuning))
     from prefect_dask import DaskTaskRunner
 
+    logging.getLogger("distributed").setLevel(logging.WARNING)  # not every worker start and stop
     if tuning.dask_address:
         return DaskTaskRunner(
-            address=expand_env(tuning.dask_address, "tuning.dask_address"),
+            address=expand_env(tuning.dask_address, os.environ, "tuning.dask_address"),
             client_kwargs={"timeout": DASK_CONNECT_TIMEOUT},
         )
     workers = tuning.dask_workers or os.cpu_count() or 1
@@ -248,88 +61,18 @@ def tuning_task_runner(tuning: TuningConfig) -> TaskRunner:
     )
 
 
-@contextmanager
-def started(runner: TaskRunner, tuning: TuningConfig) -> Iterator[TaskRunner]:
-    """Start `runner`; a Dask scheduler that cannot be reached is bad input, not a crash."""
-    if tuning.runner == "dask":
-        logging.getLogger("distributed").setLevel(logging.WARNING)  # not every worker start and stop
+def connect_task_runner(tuning: TuningConfig) -> None:
+    """Connect the running flow's Dask runner now, before any trial; unreachable is bad input.
+
+    prefect-dask connects lazily, so without this the first trial would fail with a bare timeout.
+    """
+    if tuning.runner != "dask":
+        return
     try:
-        runner.__enter__()
-        if tuning.runner == "dask":
-            runner.client  # noqa: B018 - prefect-dask connects lazily: connect now, before any trial
+        get_run_context().task_runner.client  # noqa: B018 - the property connects
     except (OSError, TimeoutError) as exc:
         raise BadInputError(
             f"Could not connect to the Dask scheduler at {tuning.dask_address} ({exc})",
             "Start the scheduler and its workers, or fix --dask-address / tuning.dask_address "
             "(tcp://host:8786); drop it to tune on threads in this process.",
         ) from None
-    try:
-        yield runner
-    finally:
-        runner.__exit__(None, None, None)
-
-
-def trials_at_once_on_threads(tuning: TuningConfig) -> int:
-    """Threads of the threads runner: `tuning.max_workers`, else one per core."""
-    return tuning.max_workers or os.cpu_count() or 1
-
-
-def threads_per_trial(tuning: TuningConfig, trials_in_round: int) -> int | None:
-    """OpenMP threads for each trial on the threads runner, so trials at once share the cores."""
-    if tuning.runner != "threads":
-        return None
-    at_once = max(1, min(trials_at_once_on_threads(tuning), trials_in_round))
-    return max(1, (os.cpu_count() or 1) // at_once)
-
-
-def tune_candidates(
-    train: pd.DataFrame,
-    validation: pd.DataFrame,
-    preprocessor: ColumnTransformer,
-    schema: DataSchema,
-    config: PipelineConfig,
-) -> list[TuneResult]:
-    """Tune every candidate, each round's trials running as `trial` tasks on the tuning runner.
-
-    Called from a flow: the trials are task runs of it, shown in the Prefect UI.
-    """
-    tuning = config.tuning
-    data = tuning_data(train, validation, preprocessor, schema, tuning.subset_rows)
-    with started(tuning_task_runner(tuning), tuning) as runner:
-        # Shipped once: on Dask every trial then reads it from the cluster, not from this process.
-        shared = runner.submit(share_tuning_data, {"data": data})
-
-        def run_round(specs: list[TrialSpec]) -> list[Trial]:
-            threads = threads_per_trial(tuning, len(specs))
-            futures = [
-                runner.submit(run_trial, {"data": shared, "config": config, "spec": s, "threads": threads})
-                for s in specs
-            ]
-            return [future.result() for future in futures]
-
-        results = halving_search(len(data.subset), config, run_round)
-    logger = get_run_logger()
-    for result in results:
-        logger.info(
-            "%s: best validation %s %.4f with %s (%d trials on %d executors)",
-            result.candidate,
-            config.metric.name,
-            result.best_score,
-            result.best_params,
-            len(result.trials),
-            len({t.executor for t in result.trials}),
-        )
-    return results
-
-
-@task(name="share-tuning-data", cache_policy=NO_CACHE, persist_result=False)
-def share_tuning_data(data: TuningData) -> TuningData:
-    """Hand the tuning data to the task runner once (a no-op on threads)."""
-    return data
-
-
-@task(name="log-trials", **io_edge_options())
-def log_trials(parent_run_id: str, metric: str, result: TuneResult) -> int:
-    """Log every trial of a tuning result as a nested MLflow run of `parent_run_id`."""
-    log_trial_runs(parent_run_id, metric, [asdict(t) for t in result.trials])
-    return len(result.trials)

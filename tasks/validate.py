@@ -1,188 +1,13 @@
-"""Stage 2: check the raw table against the config (and the champion's schema) and type it."""
+"""Prefect task that validates and types a raw table against the config."""
 
 from __future__ import annotations
-
-from dataclasses import dataclass, field
 
 import pandas as pd
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from tasks.config import PipelineConfig
-from tasks.errors import DataError
-
-NUMERIC_SHARE = 0.5  # a text column is numeric when more than this share of values parse
-
-
-@dataclass(frozen=True)
-class DataSchema:
-    """The typed columns the model uses."""
-
-    target: str
-    numeric: list[str]
-    categorical: list[str]
-    time_column: str | None = None
-    dropped_target_rows: int = 0
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def features(self) -> list[str]:
-        """All feature columns, numeric first."""
-        return self.numeric + self.categorical
-
-    def as_dict(self) -> dict[str, object]:
-        """A JSON-friendly description, logged with each run."""
-        return {
-            "target": self.target,
-            "time_column": self.time_column,
-            "numeric": self.numeric,
-            "categorical": self.categorical,
-        }
-
-
-def _examples(values: pd.Series, limit: int = 3) -> str:
-    return ", ".join(repr(v) for v in values.drop_duplicates().head(limit).tolist())
-
-
-def _parses_as_numbers(column: pd.Series) -> pd.Series:
-    if isinstance(column.dtype, pd.CategoricalDtype):
-        column = column.astype(object)
-    return pd.to_numeric(column, errors="coerce")
-
-
-def infer_columns(
-    frame: pd.DataFrame, config: PipelineConfig, expected_numeric: set[str]
-) -> tuple[list[str], list[str]]:
-    """Split feature columns into numeric and categorical.
-
-    A column is numeric when the config lists it so, when the champion's schema says so, or when
-    most of its non-missing values parse as numbers.
-    """
-    excluded = {config.target, config.time_column, *config.features.drop}
-    candidates = [c for c in frame.columns if c not in excluded]
-    declared_num = config.features.numeric
-    declared_cat = config.features.categorical
-    numeric, categorical = [], []
-    for column in candidates:
-        if declared_cat is not None and column in declared_cat:
-            categorical.append(column)
-        elif declared_num is not None and column in declared_num:
-            numeric.append(column)
-        elif declared_num is not None and declared_cat is not None:
-            continue  # both lists given: only listed columns are features
-        elif column in expected_numeric or pd.api.types.is_numeric_dtype(frame[column]):
-            if pd.api.types.is_bool_dtype(frame[column]):
-                categorical.append(column)
-            else:
-                numeric.append(column)
-        else:
-            present = frame[column].dropna()
-            share = _parses_as_numbers(present).notna().mean() if len(present) else 0.0
-            (numeric if share > NUMERIC_SHARE else categorical).append(column)
-    return numeric, categorical
-
-
-def check_and_type(
-    raw: pd.DataFrame,
-    config: PipelineConfig,
-    expected_schema: dict[str, str] | None = None,
-    require_target: bool = True,
-) -> tuple[pd.DataFrame, DataSchema]:
-    """Validate the raw table and return a typed copy and its schema.
-
-    Every problem found is collected and reported together in one `DataError`.
-
-    Args:
-        raw: The table as read; it is not modified.
-        config: The pipeline config.
-        expected_schema: The champion's input columns and their types ("numeric"/"categorical");
-            a column gone or a type changed is bad input.
-        require_target: False for unlabelled batches (drift checks).
-
-    Raises:
-        DataError: The data cannot be used, with every reason.
-    """
-    problems: list[str] = []
-    notes: list[str] = []
-    if raw.columns.duplicated().any():
-        dupes = sorted(set(raw.columns[raw.columns.duplicated()]))
-        raise DataError(f"The data repeats the column names {dupes}", "Make each name unique.")
-    if len(raw) == 0:
-        raise DataError(
-            f"The data has no rows (only the header with {len(raw.columns)} columns)",
-            "Point the config at a file or query that returns data.",
-        )
-    frame = raw.copy()
-    expected_schema = expected_schema or {}
-    target = config.target
-    required = {
-        "target": [target] if require_target else [],
-        "time": [config.time_column] if config.time_column else [],
-        "numeric feature": config.features.numeric or [],
-        "categorical feature": config.features.categorical or [],
-        "champion input": list(expected_schema),
-    }
-    for role, columns in required.items():
-        missing = [c for c in columns if c not in frame.columns]
-        if missing:
-            problems.append(
-                f"{role} column{'s' if len(missing) > 1 else ''} {missing} not in the data "
-                f"(it has {list(frame.columns)[:20]})"
-            )
-    expected_numeric = {c for c, kind in expected_schema.items() if kind == "numeric"}
-    numeric, categorical = infer_columns(frame, config, expected_numeric)
-    for column, kind in expected_schema.items():
-        actual = "numeric" if column in numeric else "categorical" if column in categorical else None
-        if actual and actual != kind:
-            problems.append(f"column '{column}' is {actual} here but the champion expects {kind}")
-    if not numeric + categorical:
-        problems.append("no feature columns are left after dropping target, time and drop columns")
-    for column in [*numeric, *([target] if require_target and config.task == "regression" else [])]:
-        if column not in frame.columns:
-            continue
-        values = frame[column]
-        if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
-            continue
-        parsed = _parses_as_numbers(values)
-        bad = values[parsed.isna() & values.notna()]
-        if len(bad):
-            problems.append(
-                f"column '{column}' should be numeric but {len(bad)} values are not numbers "
-                f"(e.g. {_examples(bad)})"
-            )
-        frame[column] = parsed
-    if config.time_column and config.time_column in frame.columns:
-        parsed_time = pd.to_datetime(frame[config.time_column], errors="coerce")
-        bad = frame[config.time_column][parsed_time.isna()]
-        if len(bad):
-            problems.append(
-                f"time column '{config.time_column}' has {len(bad)} values that are not dates "
-                f"(e.g. {_examples(bad)})"
-            )
-        frame[config.time_column] = parsed_time
-    dropped = 0
-    if require_target and target in frame.columns and not problems:
-        labels = frame[target]
-        if labels.isna().all():
-            problems.append(f"target '{target}' is empty (all values are missing)")
-        else:
-            dropped = int(labels.isna().sum())
-            if dropped:
-                notes.append(f"dropped {dropped} rows whose target '{target}' is missing")
-                frame = frame[labels.notna()]
-            distinct = frame[target].nunique()
-            if config.task == "classification" and distinct < 2:
-                problems.append(f"classification target '{target}' has a single class")
-            elif config.task == "regression" and distinct < 2:
-                problems.append(f"target '{target}' is constant ({frame[target].tolist()[0]!r})")
-    if problems:
-        raise DataError(
-            "The data does not fit the config: " + "; ".join(problems),
-            "Fix the data or the config (target, time_column, features) and run again.",
-        )
-    keep = [c for c in [config.time_column, *numeric, *categorical, target] if c and c in frame]
-    schema = DataSchema(target, numeric, categorical, config.time_column, dropped, notes)
-    return frame[keep].reset_index(drop=True), schema
+from core.config import PipelineConfig
+from core.validation import DataSchema, validate_table
 
 
 @task(name="validate", cache_policy=NO_CACHE)
@@ -192,8 +17,8 @@ def validate(
     expected_schema: dict[str, str] | None = None,
     require_target: bool = True,
 ) -> tuple[pd.DataFrame, DataSchema]:
-    """Validate and type the raw table; see `check_and_type`."""
-    frame, schema = check_and_type(raw, config, expected_schema, require_target)
+    """Validate and type the raw table; see `core.validation.validate_table`."""
+    frame, schema = validate_table(raw, config, expected_schema, require_target)
     logger = get_run_logger()
     for note in schema.notes:
         logger.warning(note)

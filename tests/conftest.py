@@ -15,7 +15,7 @@ import pytest
 # flows, and HistGradientBoosting's spinning thread pool slows down by 100x when cores are shared.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-from tasks.config import PipelineConfig, parse_config  # noqa: E402
+from core.config import PipelineConfig, parse_config  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -1,0 +1,1 @@
+"""The `retrain` command line: commands, rendering, process settings and local servers."""

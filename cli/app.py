@@ -1,0 +1,255 @@
+"""The `retrain` commands (also `python -m cli`): parse options, run a flow, render its result.
+
+Bad input (config, data, arguments) exits 2 with one paragraph; any other failure exits 1.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, TypeVar
+
+import typer
+from rich.console import Console
+
+from cli.process import pin_local_state, quiet_bad_input_on_console, stop_on_sigterm, use_local_defaults
+from cli.render import fail, print_drift_summary, print_json, print_summary
+from core.backtest import BacktestPlan
+from core.config import DataConfig, PipelineConfig, load_config, parse_config
+from core.errors import BadInputError
+from tasks.settings import Settings
+
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, help="Scheduled and drift-triggered retraining."
+)
+EXIT_BAD_INPUT, EXIT_FAILURE = 2, 1
+# How a source is read (compact types, memory limit) stays as configured when --data replaces it.
+READ_SETTINGS = {"compact_dtypes", "memory_limit_mb"}
+BACKTEST_DEFAULTS = BacktestPlan()
+Result = TypeVar("Result")
+
+# Options shared by the commands.
+ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="YAML pipeline config.")]
+DataOption = Annotated[
+    str | None, typer.Option("--data", help="Local copy of the data; overrides data.source.")
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object as the last line.")]
+DebugOption = Annotated[bool, typer.Option("--debug", help="Show tracebacks.")]
+DaskAddressOption = Annotated[
+    str | None,
+    typer.Option("--dask-address", help="Run tuning trials on the Dask cluster at tcp://host:port."),
+]
+DaskWorkersOption = Annotated[
+    int | None,
+    typer.Option("--dask-workers", min=1, help="Run tuning trials on a local Dask cluster of N workers."),
+]
+
+
+@app.callback()
+def _commands() -> None:
+    """Scheduled and drift-triggered retraining on Prefect and MLflow."""
+
+
+def run_guarded(func: Callable[[], Result], debug: bool) -> Result:
+    """Call `func`, mapping bad input to exit 2 and any other failure to exit 1."""
+    try:
+        return func()
+    except BadInputError as exc:
+        fail(exc.message, EXIT_BAD_INPUT, debug)
+    except (KeyboardInterrupt, typer.Exit):
+        raise
+    except Exception as exc:  # noqa: BLE001 - every other failure is exit 1 with its reason
+        fail(f"the run failed: {type(exc).__name__}: {exc}", EXIT_FAILURE, debug)
+    raise AssertionError("unreachable")  # fail() always exits
+
+
+def load(config_path: Path, data: str | None) -> PipelineConfig:
+    """Load the config and apply `--data` / `RETRAIN_DATA`."""
+    config = load_config(config_path, os.environ)
+    override = data or os.environ.get("RETRAIN_DATA")
+    if override:
+        source = DataConfig(source=override, **config.data.model_dump(include=READ_SETTINGS))
+        config = config.model_copy(update={"data": source})
+    return config
+
+
+def with_dask(config: PipelineConfig, address: str | None, workers: int | None) -> PipelineConfig:
+    """Apply `--dask-address` / `--dask-workers`: tuning trials run on that Dask cluster."""
+    if not (address or workers):
+        return config
+    raw = config.model_dump(mode="json")
+    raw["tuning"].update(runner="dask", dask_address=address, dask_workers=workers)
+    return parse_config(raw, "given with --dask-address / --dask-workers")
+
+
+def prepare(config_path: Path, data: str | None, debug: bool) -> PipelineConfig:
+    """Local defaults, then the validated config (exit 2 on a bad one)."""
+    use_local_defaults()
+    return run_guarded(lambda: load(config_path, data), debug)
+
+
+def run_flow(call: Callable[[], Result], debug: bool) -> Result:
+    """Run a flow call; bad input is printed once, by the command, without Prefect's traceback."""
+    if not debug:
+        quiet_bad_input_on_console()
+    return run_guarded(call, debug)
+
+
+@app.command()
+def run(
+    config: ConfigOption,
+    data: DataOption = None,
+    dask_address: DaskAddressOption = None,
+    dask_workers: DaskWorkersOption = None,
+    as_json: JsonOption = False,
+    debug: DebugOption = False,
+) -> None:
+    """Retrain: ingest, validate, tune, evaluate and maybe promote a new champion."""
+    pipeline_config = prepare(config, data, debug)
+    pipeline_config = run_guarded(lambda: with_dask(pipeline_config, dask_address, dask_workers), debug)
+    from flows.retrain import retrain_flow
+
+    result = run_flow(lambda: retrain_flow(pipeline_config), debug)
+    if as_json:
+        print_json(result)
+    else:
+        print_summary(result, Settings.from_environment().tracking_uri)
+
+
+@app.command()
+def drift(
+    config: ConfigOption,
+    current: str = typer.Option(
+        None, "--current", help="Batch to check (path, URL or SQL URL); default: rows after training."
+    ),
+    current_query: str = typer.Option(
+        None, "--current-query", help="SQL query to run when --current is a database URL."
+    ),
+    as_json: JsonOption = False,
+    debug: DebugOption = False,
+) -> None:
+    """Check the newest data for drift against the champion's training data; alert on drift."""
+    pipeline_config = prepare(config, None, debug)
+    from flows.drift import drift_check_flow
+
+    batch = DataConfig(source=current, query=current_query) if current else None
+    result = run_flow(lambda: drift_check_flow(pipeline_config, batch), debug)
+    if as_json:
+        print_json(result)
+    else:
+        print_drift_summary(result)
+
+
+@app.command()
+def backtest(
+    config: ConfigOption,
+    start: str = typer.Option(None, "--start", help="First replayed day (default: after 30% of the range)."),
+    step: str = typer.Option(BACKTEST_DEFAULTS.step, "--step", help="Window length: 12h, 7d, 2w ..."),
+    policies: str = typer.Option(
+        BACKTEST_DEFAULTS.policies, "--policies", help="never, every:<interval>, drift."
+    ),
+    out: Path = typer.Option(
+        Path(BACKTEST_DEFAULTS.out_dir), "--out", help="Folder for the table, plot and summary."
+    ),
+    data: DataOption = None,
+    retune: bool = typer.Option(False, "--retune", help="Tune again at every retrain (slower)."),
+    as_json: JsonOption = False,
+    debug: DebugOption = False,
+) -> None:
+    """Replay history: what would never, every:<interval> and drift-triggered retraining have delivered?"""
+    pipeline_config = prepare(config, data, debug)
+    plan = run_guarded(lambda: BacktestPlan(step, policies, start, retune, str(out)), debug)
+    from flows.backtest import backtest_flow
+
+    result = run_flow(lambda: backtest_flow(pipeline_config, plan), debug)
+    if as_json:
+        print_json(result)
+        return
+    console = Console()
+    console.print(Path(result.summary).read_text(), highlight=False)
+    console.print(f"Table: {result.table}\nPlot: {result.plot}\nMLflow run: {result.mlflow_run_id}")
+
+
+@app.command()
+def serve(
+    config: ConfigOption,
+    data: DataOption = None,
+    port: int = typer.Option(
+        4200, "--port", help="Port of the local Prefect server (without PREFECT_API_URL)."
+    ),
+    debug: DebugOption = False,
+) -> None:
+    """Serve the scheduled, drift-check and drift-triggered deployments until Ctrl-C.
+
+    Without PREFECT_API_URL a local Prefect server (SQLite under .retrain/) is started first.
+    """
+    from contextlib import ExitStack
+
+    # Prefect's runner polls for runs every 10 s by default; a drift alert's retrain should start
+    # sooner. Set before Prefect is imported, when its settings are read.
+    os.environ.setdefault("PREFECT_RUNNER_POLL_FREQUENCY", "5")
+    pipeline_config = prepare(config, data, debug)
+    settings = Settings.from_environment()
+    pin_local_state(settings)
+    stop_on_sigterm()
+    console = Console()
+    with ExitStack() as stack:
+        api_url = settings.prefect_api_url
+        if not api_url:
+            from cli.servers import local_prefect_server
+
+            console.print("Starting a local Prefect server (database in .retrain/prefect) ...")
+            api_url = run_guarded(lambda: stack.enter_context(local_prefect_server(settings, port)), debug)
+        from prefect import serve as prefect_serve
+        from prefect.settings import PREFECT_API_URL, temporary_settings
+
+        stack.enter_context(temporary_settings(updates={PREFECT_API_URL: api_url}))
+        from deployments import build_deployments
+
+        deployments = build_deployments(pipeline_config)
+        console.print(f"Prefect dashboard: {api_url.removesuffix('/api')}", highlight=False)
+        console.print(f"MLflow tracking: {settings.tracking_uri}", highlight=False)
+        try:
+            prefect_serve(*deployments)
+        except KeyboardInterrupt:
+            console.print("Stopping.")
+
+
+@app.command()
+def dashboard(
+    prefect_port: int = typer.Option(4200, "--prefect-port"),
+    mlflow_port: int = typer.Option(5000, "--mlflow-port"),
+) -> None:
+    """Start the Prefect UI and the MLflow UI on the configured stores, print both URLs, wait for Ctrl-C."""
+    import time
+    from contextlib import ExitStack
+
+    from cli.servers import local_mlflow_ui, local_prefect_server
+
+    settings = use_local_defaults()
+    pin_local_state(settings)
+    stop_on_sigterm()
+    console = Console()
+    with ExitStack() as stack:
+        api_url = settings.prefect_api_url or stack.enter_context(
+            local_prefect_server(settings, prefect_port)
+        )
+        mlflow_url = (
+            settings.tracking_uri
+            if not settings.tracking_is_local
+            else stack.enter_context(local_mlflow_ui(settings, mlflow_port))
+        )
+        console.print(
+            f"Prefect UI: {api_url.removesuffix('/api')}\nMLflow UI:  {mlflow_url}", highlight=False
+        )
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            console.print("Stopping.")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

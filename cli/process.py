@@ -1,0 +1,90 @@
+"""Process settings of the command line: what must hold before Prefect is imported, and on the way out.
+
+Prefect reads its settings when it is first imported, so the commands call `use_local_defaults`
+before importing anything that imports Prefect (the flows, the tasks, the deployments).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+
+from core.errors import BadInputError
+from tasks.settings import Settings
+
+
+def use_local_defaults() -> Settings:
+    """Without a Prefect API, keep Prefect's ephemeral database in the state folder too.
+
+    Returns:
+        The settings of this process, read after the defaults are set.
+    """
+    settings = Settings.from_environment()
+    if not settings.prefect_api_url and not os.environ.get("PREFECT_HOME"):
+        settings.prefect_home.mkdir(parents=True, exist_ok=True)
+        os.environ["PREFECT_HOME"] = str(settings.prefect_home)
+    # The ephemeral API server logs harmless errors while it shuts down; keep them off the console.
+    os.environ.setdefault("PREFECT_SERVER_LOGGING_LEVEL", "CRITICAL")
+    # Its telemetry heartbeat races the first writes to the fresh SQLite database and logs
+    # "database is locked" tracebacks (docket logger, not silenced by the level above).
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # A fresh ephemeral database is migrated at start: on a slow machine that takes over the
+    # default 20 s and the first run would fail with "Timed out ... ephemeral Prefect API".
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+    return settings
+
+
+def pin_local_state(settings: Settings) -> None:
+    """Make local stores absolute, so flow runs started in other directories share them."""
+    os.environ.update(settings.pinned_environment())
+
+
+def stop_on_sigterm() -> None:
+    """Treat SIGTERM like Ctrl-C, so the servers started here are stopped on the way out."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+
+
+def bad_input_names() -> tuple[str, ...]:
+    """Class names of `BadInputError` and its subclasses, as Prefect writes them in state messages."""
+    classes, pending = [], [BadInputError]
+    while pending:
+        current = pending.pop()
+        classes.append(current.__name__)
+        pending.extend(current.__subclasses__())
+    return tuple(classes)
+
+
+class HideBadInput(logging.Filter):
+    """Drop Prefect's console records about bad input: the command prints the message itself once.
+
+    Prefect logs the exception of a failed task or flow run and repeats it in the final state's
+    message, where only the class name identifies it (`DataError: ...` in Prefect 3.9,
+    `DataError(...)` before).
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Keep the record unless it is about a `BadInputError`."""
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, BadInputError):
+            return False
+        text = record.getMessage()
+        return not any(f"{name}(" in text or f"{name}:" in text for name in bad_input_names())
+
+
+def quiet_bad_input_on_console() -> None:
+    """Attach `HideBadInput` to Prefect's console handlers (the API's logs keep the full record)."""
+    import prefect.logging.handlers as handlers
+
+    # Prefect 3 puts its console handler on the root logger; flow and task run records reach it there.
+    names = (None, "prefect", "prefect.flow_runs", "prefect.task_runs")
+    for logger in [logging.getLogger(n) for n in names]:
+        for handler in logger.handlers:
+            if isinstance(handler, handlers.PrefectConsoleHandler) and not any(
+                isinstance(f, HideBadInput) for f in handler.filters
+            ):
+                handler.addFilter(HideBadInput())

@@ -1,0 +1,86 @@
+"""Rendering on the console: the human summaries, the `--json` line and the error paragraph."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from core.results import DriftSummary, RetrainSummary, json_view
+
+
+def fail(message: str, code: int, debug: bool) -> None:
+    """Print the error paragraph (with the traceback under --debug) and exit with `code`."""
+    console = Console(stderr=True)
+    if debug:
+        console.print_exception()
+    # The message is plain text: a column such as `temp[c]` must not be read as console markup.
+    console.print(f"[bold red]Error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def print_json(result: Any) -> None:
+    """The `--json` contract: one JSON object, the result's json fields, as the last line of stdout."""
+    sys.stdout.write(json.dumps(json_view(result), default=str) + "\n")
+
+
+def table(title: str, columns: Sequence[str], rows: Sequence[dict[str, Any]]) -> Table:
+    """A rich table of `rows` (dicts) showing `columns` in order."""
+    shown = Table(title=title)
+    for column in columns:
+        shown.add_column(column)
+    for row in rows:
+        shown.add_row(*(str(row[c]) for c in columns))
+    return shown
+
+
+def print_summary(result: RetrainSummary, tracking_uri: str) -> None:
+    """The human summary: leaderboard, baseline, champion, decision, where to look."""
+    console = Console()
+    metric = result.metric
+    columns = ("rank", "candidate", f"validation_{metric}", "trials", "best_params")
+    console.print(table(f"Leaderboard (validation {metric})", columns, result.leaderboard))
+    rows = [
+        {"model": f"challenger ({result.best_candidate}) v{result.model_version}", **result.metrics},
+        {"model": "baseline", **result.baseline_metrics},
+    ]
+    if result.champion_metrics:
+        rows.append({"model": f"champion v{result.champion_version}", **result.champion_metrics})
+    formatted = [{k: v if k == "model" else f"{v:.4f}" for k, v in row.items()} for row in rows]
+    console.print(table("Test window", ("model", *result.metrics), formatted))
+    verdict = "[bold green]PROMOTED[/]" if result.promoted else "[bold yellow]NOT PROMOTED[/]"
+    console.print(f"{verdict} {result.model_name} v{result.model_version}: {result.decision}")
+    console.print(
+        f"MLflow: run {result.mlflow_run_id} in {tracking_uri}\n"
+        f"Prefect: flow run {result.prefect_flow_run_id}\n"
+        "See both in the dashboards: `retrain dashboard` (or `make dashboard`).",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+def print_drift_summary(result: DriftSummary) -> None:
+    """The human drift summary: per-column table, verdict with reasons, evidence and alert."""
+    console = Console()
+    if result.columns:
+        columns = ("column", "kind", "method", "score", "threshold", "drifted")
+        console.print(table("Drift per feature (full batch)", columns, result.columns))
+    verdict = "[bold red]DRIFT DETECTED[/]" if result.drift_detected else "[bold green]NO DRIFT[/]"
+    console.print(verdict)
+    for reason in result.reasons:
+        console.print(f"  - {escape(reason)}", highlight=False)
+    if result.performance:
+        perf = result.performance
+        console.print(f"Champion {perf.metric} on the batch: {perf.batch:.4f} (test: {perf.champion_test})")
+    console.print(
+        f"Report: {result.report_path}\nMLflow run: {result.mlflow_run_id}\n"
+        f"Alert: {escape(result.event_note)}",
+        highlight=False,
+        soft_wrap=True,
+    )

@@ -1,0 +1,357 @@
+"""Pipeline configuration: one pydantic model per concern, validated once.
+
+A config file needs only `name`, `task`, `target` and `data.source`; every other setting has one
+default here. `${VAR}` anywhere in the YAML is read from the environment mapping the caller
+passes (secrets never sit in the file), and `redacted()` gives the copy that may be logged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from core.catalogue import CATALOGUE
+from core.errors import ConfigError
+
+REGRESSION_METRICS = {"rmse": "minimize", "mae": "minimize", "mape": "minimize", "r2": "maximize"}
+CLASSIFICATION_METRICS = {
+    "accuracy": "maximize",
+    "f1_macro": "maximize",
+    "roc_auc": "maximize",
+    "log_loss": "minimize",
+}
+# Built-in candidate names per task, in the catalogue's order.
+CANDIDATES = {task_kind: tuple(algorithms) for task_kind, algorithms in CATALOGUE.items()}
+# Settings of when runs happen, not of what a run computes: left out of the config's fingerprint, so
+# moving a schedule does not change the lineage of the models.
+SCHEDULING_KEYS = {"schedule": None, "drift": ("cron", "cooldown_hours")}
+_ENV_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DataConfig(_Section):
+    """Where the data comes from.
+
+    `source` is a CSV or Parquet path, an http(s) URL (CSV, Parquet, or a zip holding `member`),
+    or a SQLAlchemy URL, in which case `query` (or `table`) says what to read.
+    """
+
+    source: str
+    sha256: str | None = Field(None, description="Expected sha256 of a downloaded file.")
+    member: str | None = Field(None, description="File to read inside a zip archive.")
+    query: str | None = Field(None, description="SQL query for a database source.")
+    table: str | None = Field(None, description="Table to read for a database source.")
+    compact_dtypes: bool = Field(
+        True,
+        description="Downcast numbers (floats to float32) and keep low-cardinality text as categories.",
+    )
+    memory_limit_mb: int | None = Field(
+        None, ge=1, description="Refuse a file needing more memory than this (default: what is available)."
+    )
+
+    @property
+    def is_sql(self) -> bool:
+        """Whether the source is a SQLAlchemy URL."""
+        return "://" in self.source and not self.source.startswith(("http://", "https://", "file://"))
+
+
+class FeaturesConfig(_Section):
+    """Which columns are features. Lists left out are inferred from the data and logged."""
+
+    drop: list[str] = Field(default_factory=list)
+    numeric: list[str] | None = None
+    categorical: list[str] | None = None
+
+
+class SplitConfig(_Section):
+    """Train, validation and test windows (time order when `time_column` is set)."""
+
+    validation_fraction: float = Field(0.15, gt=0, lt=0.5)
+    test_fraction: float = Field(0.15, gt=0, lt=0.5)
+    min_rows: int = Field(30, ge=3, description="Fewest rows any window may have.")
+
+
+class MetricConfig(_Section):
+    """Primary metric; `direction` defaults to the metric's natural one."""
+
+    name: str | None = None
+    direction: Literal["minimize", "maximize"] | None = None
+
+
+class CandidateConfig(_Section):
+    """One built-in algorithm: fixed params and a search space (lists of values to try)."""
+
+    params: dict[str, Any] = Field(default_factory=dict)
+    search_space: dict[str, list[Any]] | None = None
+
+
+class TuningConfig(_Section):
+    """Hyperparameter search on the most recent `subset_rows` training rows."""
+
+    strategy: Literal["random", "successive_halving"] = "successive_halving"
+    n_trials: int = Field(8, ge=1, le=1000, description="Configurations tried per candidate.")
+    subset_rows: int = Field(5000, ge=50)
+    halving_factor: int = Field(3, ge=2)
+    seed: int = 42
+    runner: Literal["threads", "dask"] = Field(
+        "threads", description="Where trials run: threads in this process, or a Dask cluster."
+    )
+    max_workers: int | None = Field(
+        None, ge=1, description="Trials at once on threads (default: one per core)."
+    )
+    dask_address: str | None = Field(
+        None, description="Scheduler of an existing Dask cluster, e.g. tcp://host:8786 (runner: dask)."
+    )
+    dask_workers: int | None = Field(
+        None, ge=1, description="Worker processes of a local Dask cluster (runner: dask, no address)."
+    )
+
+    @model_validator(mode="after")
+    def _runner_settings(self) -> TuningConfig:
+        if self.runner == "threads" and (self.dask_address or self.dask_workers):
+            raise ValueError("tuning.dask_address and tuning.dask_workers need tuning.runner: dask")
+        if self.dask_address and self.dask_workers:
+            raise ValueError(
+                "set tuning.dask_address (an existing cluster) or tuning.dask_workers (a local one), not both"
+            )
+        if self.dask_address and not re.match(r"^(tcp|tls|inproc|ucx|ws|wss)://|^\$\{", self.dask_address):
+            raise ValueError(
+                f"tuning.dask_address {self.dask_address!r} is not a scheduler address like tcp://host:8786"
+            )
+        return self
+
+
+class PromotionConfig(_Section):
+    """When a challenger becomes champion."""
+
+    min_improvement: float = Field(
+        0.01, ge=0, description="Relative improvement over the champion's primary metric."
+    )
+    must_beat_baseline: bool = True
+
+
+class MlflowConfig(_Section):
+    """MLflow experiment; the tracking URI comes from MLFLOW_TRACKING_URI."""
+
+    experiment: str | None = None
+    reference_rows: int = Field(5000, ge=100, description="Rows of the drift reference sample.")
+
+
+DRIFT_METHODS = ("wasserstein", "jensenshannon", "ks", "chisquare", "z", "psi")
+
+
+class DriftConfig(_Section):
+    """When a batch counts as drifted, and how often drift is checked.
+
+    Per-column tests are Evidently's: by default Wasserstein distance (numeric) and Jensen-Shannon
+    distance (categorical, or numeric with at most 5 values) when the reference has more than 1000
+    rows, else KS / chi-square / Z tests.
+    """
+
+    share_threshold: float = Field(0.5, gt=0, le=1, description="Share of drifted features that is drift.")
+    critical_columns: list[str] = Field(default_factory=list, description="Any of these drifting is drift.")
+    max_metric_decay: float = Field(
+        0.25, gt=0, description="Relative worsening of the champion's metric on a labelled batch."
+    )
+    method: Literal[DRIFT_METHODS] | None = None  # type: ignore[valid-type]
+    threshold: float | None = Field(None, gt=0)
+    per_column_method: dict[str, Literal[DRIFT_METHODS]] = Field(default_factory=dict)  # type: ignore[valid-type]
+    per_column_threshold: dict[str, float] = Field(default_factory=dict)
+    report_rows: int = Field(
+        20000, ge=100, description="Rows of the batch (spread over time) drawn in the HTML report."
+    )
+    confirmations: int = Field(1, ge=1, description="Drift needed in k of the last `window` checks.")
+    window: int = Field(1, ge=1)
+    cron: str = "0 6 * * *"
+    cooldown_hours: float = Field(6, ge=0)
+
+    @model_validator(mode="after")
+    def _k_of_n(self) -> DriftConfig:
+        if self.confirmations > self.window:
+            raise ValueError("drift.confirmations cannot exceed drift.window")
+        return self
+
+
+class ScheduleConfig(_Section):
+    """Scheduled retraining."""
+
+    cron: str = "0 3 * * 1"
+    timezone: str = "UTC"
+
+
+class PipelineConfig(_Section):
+    """The whole pipeline configuration."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    task: Literal["regression", "classification"]
+    target: str
+    time_column: str | None = None
+    data: DataConfig
+    features: FeaturesConfig = Field(default_factory=FeaturesConfig)
+    split: SplitConfig = Field(default_factory=SplitConfig)
+    metric: MetricConfig = Field(default_factory=MetricConfig)
+    candidates: dict[str, CandidateConfig] | None = None
+    tuning: TuningConfig = Field(default_factory=TuningConfig)
+    promotion: PromotionConfig = Field(default_factory=PromotionConfig)
+    mlflow: MlflowConfig = Field(default_factory=MlflowConfig)
+    drift: DriftConfig = Field(default_factory=DriftConfig)
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+
+    @model_validator(mode="after")
+    def _defaults_for_task(self) -> PipelineConfig:
+        metrics = REGRESSION_METRICS if self.task == "regression" else CLASSIFICATION_METRICS
+        if self.metric.name is None:
+            self.metric.name = "rmse" if self.task == "regression" else "f1_macro"
+        if self.metric.name not in metrics:
+            raise ValueError(
+                f"metric.name {self.metric.name!r} is not a {self.task} metric; "
+                f"choose one of {sorted(metrics)}"
+            )
+        self.metric.direction = self.metric.direction or metrics[self.metric.name]
+        if self.candidates is None:
+            self.candidates = {name: CandidateConfig() for name in CANDIDATES[self.task]}
+        unknown = sorted(set(self.candidates) - set(CANDIDATES[self.task]))
+        if unknown:
+            raise ValueError(
+                f"unknown candidates {unknown} for task {self.task!r}; "
+                f"built-in ones are {list(CANDIDATES[self.task])}"
+            )
+        if not self.candidates:
+            raise ValueError("candidates is empty; list at least one built-in algorithm")
+        if self.split.validation_fraction + self.split.test_fraction >= 0.8:
+            raise ValueError("split.validation_fraction + split.test_fraction must be below 0.8")
+        return self
+
+    @field_validator("target")
+    @classmethod
+    def _target_not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("target is blank; name the column to predict")
+        return value
+
+    @property
+    def experiment_name(self) -> str:
+        """MLflow experiment for training runs."""
+        return self.mlflow.experiment or self.name
+
+    @property
+    def monitoring_experiment(self) -> str:
+        """MLflow experiment for drift checks."""
+        return f"{self.experiment_name}-monitoring"
+
+    @property
+    def greater_is_better(self) -> bool:
+        """Whether a larger primary metric is better."""
+        return self.metric.direction == "maximize"
+
+    def redacted(self) -> dict[str, Any]:
+        """The config as a dict with secrets (URL passwords, env values) masked, safe to log."""
+        data = self.model_dump(mode="json")
+        for key in ("source", "query"):
+            if data["data"][key]:
+                data["data"][key] = redact_url(data["data"][key])
+        return data
+
+    def fingerprint(self) -> str:
+        """sha256 of the redacted config without its scheduling keys, stable across key order."""
+        data = self.redacted()
+        for section, keys in SCHEDULING_KEYS.items():
+            if keys is None:
+                data.pop(section, None)
+            else:
+                for key in keys:
+                    data[section].pop(key, None)
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+
+
+def redact_url(url: str) -> str:
+    """Mask the password in a URL such as `postgresql://user:secret@host/db`."""
+    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
+
+
+def missing_env(text: str, environ: Mapping[str, str]) -> list[str]:
+    """Names of `${VAR}` references in `text` that `environ` does not define."""
+    return sorted({m for m in _ENV_PATTERN.findall(text) if m not in environ})
+
+
+def secret_values(text: str, environ: Mapping[str, str]) -> list[str]:
+    """The values that `${VAR}` references in `text` expand to in `environ` (to mask them)."""
+    return [environ[m] for m in _ENV_PATTERN.findall(text) if environ.get(m)]
+
+
+def expand_env(text: str, environ: Mapping[str, str], where: str = "the config") -> str:
+    """Replace `${VAR}` with the environment's value; a missing variable is a config error.
+
+    Called only where a value is used (for example when connecting to a database), so the
+    config passed around, shown in Prefect and logged to MLflow keeps the `${VAR}` placeholders.
+    """
+    missing = missing_env(text, environ)
+    if missing:
+        raise ConfigError(
+            f"{where} refers to environment variables that are not set: {', '.join(missing)}",
+            "Export them before running (secrets belong in the environment, not in the file).",
+        )
+    return _ENV_PATTERN.sub(lambda m: environ[m.group(1)], text)
+
+
+def parse_config(raw: dict[str, Any], source_name: str = "config") -> PipelineConfig:
+    """Validate a config dict, turning every pydantic error into one readable paragraph."""
+    try:
+        return PipelineConfig.model_validate(raw)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            where = ".".join(str(part) for part in error["loc"]) or "config"
+            if error["type"] == "extra_forbidden":
+                problems.append(f"unknown key '{where}'")
+            elif error["type"] == "missing":
+                problems.append(f"missing required key '{where}'")
+            elif error["type"] == "literal_error" and where == "task":
+                problems.append(f"unknown task {error['input']!r} (use 'regression' or 'classification')")
+            else:
+                problems.append(f"'{where}': {error['msg']}")
+        raise ConfigError(
+            f"The config {source_name} is invalid: " + "; ".join(problems),
+            "Fix these keys (see the config reference in the README).",
+        ) from None
+
+
+def load_config(path: str | Path, environ: Mapping[str, str]) -> PipelineConfig:
+    """Read and validate a YAML config file; every `${VAR}` in it must be set in `environ`.
+
+    Raises:
+        ConfigError: The file is missing, not YAML, or not a valid config.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(
+            f"The config file {path} does not exist", "Pass an existing YAML file with --config."
+        )
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(
+            f"The config file {path} is not UTF-8 text (is it a binary file?)", "Pass a YAML file."
+        ) from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"The config file {path} is not valid YAML ({exc})", "Fix its syntax.") from None
+    # Fail early on unset variables in values (not comments), but keep ${VAR} in the config.
+    expand_env(json.dumps(raw), environ, f"The config file {path}")
+    if not isinstance(raw, dict):
+        raise ConfigError(
+            f"The config file {path} does not hold a mapping of settings",
+            "Start from configs/bike_sharing.yaml.",
+        )
+    return parse_config(raw, str(path))

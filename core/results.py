@@ -1,0 +1,206 @@
+"""Typed results of the flows: run summaries, the leaderboard, and their markdown.
+
+The `--json` keys of the command line and every JSON artifact are derived from these dataclasses:
+a field marked `json_field()` is part of the command's `--json` contract.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from core.catalogue import BASELINE
+from core.search import TuneResult
+
+_JSON = "json"
+
+
+def json_field(**kwargs: Any) -> Any:
+    """A dataclass field that the command's `--json` line carries."""
+    return field(metadata={_JSON: True}, **kwargs)
+
+
+def json_keys(result_type: type) -> tuple[str, ...]:
+    """The `--json` keys of a result type, in field order."""
+    return tuple(f.name for f in fields(result_type) if f.metadata.get(_JSON))
+
+
+def json_view(result: Any) -> dict[str, Any]:
+    """The `--json` object of `result`: its json fields, nested dataclasses as dicts."""
+    values = asdict(result)
+    return {key: values[key] for key in json_keys(type(result))}
+
+
+@dataclass(frozen=True)
+class RetrainSummary:
+    """What one retraining run did: the new version, the decision and every score behind it."""
+
+    promoted: bool = json_field()
+    model_name: str = json_field()
+    model_version: str = json_field()
+    decision: str = json_field()
+    metrics: dict[str, float] = json_field()
+    baseline_metrics: dict[str, float] = json_field()
+    champion_metrics: dict[str, float] | None = json_field()
+    mlflow_run_id: str = json_field()
+    prefect_flow_run_id: str | None = json_field()
+    metric: str = ""
+    champion_version: str | None = None
+    best_candidate: str = ""
+    leaderboard: list[dict[str, Any]] = field(default_factory=list)
+    windows: dict[str, dict[str, Any]] = field(default_factory=dict)
+    plots: list[str] = field(default_factory=list)
+    trigger: str = "manual"
+    trials: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every field, as JSON-ready values."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class BatchPerformance:
+    """The champion's metric on a labelled batch against its own test metric."""
+
+    metric: str
+    batch: float
+    champion_test: float | None
+    decay: float | None
+
+
+@dataclass(frozen=True)
+class DriftSummary:
+    """What one drift check found, and what it did about it."""
+
+    drift_detected: bool = json_field()
+    share_drifted: float | None = json_field()
+    drifted_columns: list[str] = json_field()
+    reasons: list[str] = json_field()
+    performance: BatchPerformance | None = json_field()
+    event_emitted: bool = json_field()
+    report_path: str | None = json_field()
+    mlflow_run_id: str | None = json_field()
+    skipped: bool = False
+    event_note: str = ""
+    target_drift: dict[str, Any] | None = None
+    batch_rows: int = 0
+    champion_version: str | None = None
+    columns: list[dict[str, Any]] = field(default_factory=list)
+
+    @classmethod
+    def skipped_batch(cls, data_sha256: str, checked_in_run: str) -> DriftSummary:
+        """The result of a check skipped because this exact batch was already checked."""
+        return cls(
+            drift_detected=False,
+            share_drifted=None,
+            drifted_columns=[],
+            reasons=[
+                f"skipped: this exact batch (sha256 {data_sha256[:12]}) was checked in run {checked_in_run}"
+            ],
+            performance=None,
+            event_emitted=False,
+            report_path=None,
+            mlflow_run_id=checked_in_run,
+            skipped=True,
+            event_note="skipped batch, no event",
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every field, as JSON-ready values."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class PolicyResult:
+    """One retraining policy over the replay."""
+
+    mean_metric: float
+    retrains: int
+    train_seconds: float
+
+
+@dataclass(frozen=True)
+class BacktestSummary:
+    """What each retraining policy would have delivered, and where the evidence is."""
+
+    metric: str = json_field()
+    policies: dict[str, PolicyResult] = json_field()
+    table: str = json_field()
+    plot: str = json_field()
+    summary: str = ""
+    mlflow_run_id: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every field, as JSON-ready values."""
+        return asdict(self)
+
+
+def artifact_key(model_name: str) -> str:
+    """A Prefect artifact key prefix for a model (lowercase letters, digits and dashes)."""
+    return model_name.lower().replace("_", "-").replace(".", "-")
+
+
+def leaderboard(
+    results: list[TuneResult], baseline_validation: dict[str, float], metric: str, greater: bool
+) -> list[dict[str, Any]]:
+    """Rows of candidates and the baseline, best validation score first."""
+    rows = [
+        {
+            "rank": 0,
+            "candidate": r.candidate,
+            f"validation_{metric}": round(r.best_score, 4),
+            "trials": len(r.trials),
+            "best_params": ", ".join(f"{k}={v}" for k, v in sorted(r.best_params.items())),
+        }
+        for r in results
+    ]
+    rows.append(
+        {
+            "rank": 0,
+            "candidate": BASELINE,
+            f"validation_{metric}": round(baseline_validation[metric], 4),
+            "trials": 1,
+            "best_params": "",
+        }
+    )
+    rows.sort(key=lambda row: -row[f"validation_{metric}"] if greater else row[f"validation_{metric}"])
+    for rank, row in enumerate(rows, start=1):
+        row["rank"] = rank
+    return rows
+
+
+def decision_markdown(summary: RetrainSummary) -> str:
+    """The promotion decision and the test metrics as a markdown block."""
+    metric = summary.metric
+    champion = summary.champion_metrics
+    lines = [
+        f"# {summary.model_name} version {summary.model_version}: "
+        f"{'promoted to champion' if summary.promoted else 'not promoted'}",
+        "",
+        f"**Why:** {summary.decision}",
+        "",
+        f"| model | test {metric} |",
+        "| --- | --- |",
+        f"| challenger ({summary.best_candidate}) | {summary.metrics[metric]:.4f} |",
+        f"| baseline | {summary.baseline_metrics[metric]:.4f} |",
+        f"| champion before this run | {champion[metric]:.4f} |"
+        if champion
+        else "| champion before this run | none |",
+        "",
+        f"MLflow run `{summary.mlflow_run_id}`; trigger: {summary.trigger}.",
+    ]
+    return "\n".join(lines)
+
+
+def drift_markdown(model_name: str, summary: DriftSummary) -> str:
+    """The drift verdict, its reasons, the report and the alert as a markdown block."""
+    verdict = "DRIFT DETECTED" if summary.drift_detected else "no drift"
+    lines = [
+        f"# {model_name}: {verdict}",
+        "",
+        *[f"- {reason}" for reason in summary.reasons],
+        "",
+        f"Report: `{summary.report_path}` (also in MLflow run `{summary.mlflow_run_id}`, under `drift/`).",
+        f"Alert: {summary.event_note}",
+    ]
+    return "\n".join(lines)

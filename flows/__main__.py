@@ -1,5 +1,0 @@
-"""`python -m flows` runs the `retrain` command line."""
-
-from flows.cli import main
-
-main()

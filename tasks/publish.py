@@ -1,0 +1,103 @@
+"""The Prefect edge: the drift event that triggers retraining, and the artifacts shown in the UI."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from prefect import get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
+
+from core.config import PipelineConfig
+from core.drift import DriftVerdict, in_cooldown
+from core.results import DriftSummary, RetrainSummary, artifact_key, decision_markdown, drift_markdown
+
+DRIFT_EVENT = "retrain.drift.detected"
+
+
+def model_resource_id(name: str) -> str:
+    """The Prefect event resource of model `name`: drift events name it, triggers match it."""
+    return f"retrain.model.{name}"
+
+
+def api_target() -> str | None:
+    """The Prefect API that receives events, or None when only the ephemeral one runs.
+
+    Prefect's own setting, not the environment: `retrain serve` sets it for its local server.
+    """
+    from prefect.settings import PREFECT_API_URL
+
+    return PREFECT_API_URL.value() or None
+
+
+@task(name="emit-drift-event", cache_policy=NO_CACHE)
+def emit_drift_event(
+    config: PipelineConfig,
+    verdict: DriftVerdict,
+    report_uri: str,
+    last_alert_at: datetime | None,
+) -> tuple[str, str]:
+    """Emit `retrain.drift.detected` for `retrain.model.<name>`, unless an alert is cooling down.
+
+    Returns:
+        The alert status (`sent`, `suppressed` or `not-sent`) and a sentence saying what happened;
+        `emit_event` returns None when Prefect has nowhere to send it.
+    """
+    from prefect.events import emit_event
+
+    logger = get_run_logger()
+    now = datetime.now(timezone.utc)
+    if in_cooldown(last_alert_at, config.drift.cooldown_hours, now):
+        note = (
+            f"alert suppressed: the last drift alert for {config.name} was sent at "
+            f"{last_alert_at:%Y-%m-%d %H:%M:%S} UTC, within "
+            f"drift.cooldown_hours={config.drift.cooldown_hours}"
+        )
+        logger.warning(note)
+        return "suppressed", note
+    event = emit_event(
+        event=DRIFT_EVENT,
+        resource={
+            "prefect.resource.id": model_resource_id(config.name),
+            "prefect.resource.name": config.name,
+        },
+        payload={
+            "share_drifted": verdict.share_drifted,
+            "drifted_columns": verdict.drifted_columns,
+            "reasons": verdict.reasons,
+            "report": report_uri,
+        },
+    )
+    target = api_target()
+    if event is None:
+        note = "no event sent: Prefect has no API to send it to (set PREFECT_API_URL)"
+    elif target is None:
+        note = (
+            "event sent to Prefect's ephemeral API, which stops with this process: no deployment will see it"
+        )
+    else:
+        note = f"event {event.id} sent to {target}"
+    logger.info(note)
+    return ("sent" if event is not None else "not-sent"), note
+
+
+@task(name="publish-drift-summary", cache_policy=NO_CACHE)
+def publish_drift_summary(config: PipelineConfig, summary: DriftSummary) -> None:
+    """Per-column table and verdict as Prefect artifacts, linking the report and the MLflow run."""
+    key = artifact_key(config.name)
+    create_table_artifact(summary.columns, key=f"{key}-drift-columns", description="Per-column drift")
+    create_markdown_artifact(
+        drift_markdown(config.name, summary), key=f"{key}-drift", description="Drift verdict"
+    )
+
+
+@task(name="publish-summary", cache_policy=NO_CACHE)
+def publish_summary(summary: RetrainSummary) -> None:
+    """Show the leaderboard and the decision as Prefect artifacts of the flow run."""
+    key = artifact_key(summary.model_name)
+    board: list[dict[str, Any]] = summary.leaderboard
+    create_table_artifact(board, key=f"{key}-leaderboard", description="Validation leaderboard")
+    create_markdown_artifact(
+        decision_markdown(summary), key=f"{key}-decision", description="Promotion decision"
+    )

@@ -1,0 +1,63 @@
+"""The one settings object for infrastructure: where local state lives and which servers to use.
+
+Read at run time from the environment (never at import time) and passed down to the edges.
+Without MLFLOW_TRACKING_URI or PREFECT_API_URL, everything lives under `.retrain/` in the working
+directory: MLflow on SQLite, Prefect's own database, the download cache and the drift reports.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+STATE_DIR_NAME = ".retrain"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Infrastructure settings of one process.
+
+    Attributes:
+        state_dir: The local state folder (`.retrain/`, absolute).
+        tracking_uri: MLflow tracking and registry URI.
+        cache_dir: Where downloads are kept (`$RETRAIN_CACHE_DIR`).
+        reports_dir: Where HTML drift reports are written (`$RETRAIN_REPORTS_DIR`).
+        prefect_home: Prefect's home for a local database (`$PREFECT_HOME`).
+        prefect_api_url: The Prefect API, or None for Prefect's ephemeral one.
+    """
+
+    state_dir: Path
+    tracking_uri: str
+    cache_dir: Path
+    reports_dir: Path
+    prefect_home: Path
+    prefect_api_url: str | None
+
+    @classmethod
+    def from_environment(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read the settings now, from `environ` (default: this process's environment)."""
+        env = os.environ if environ is None else environ
+        state = Path(STATE_DIR_NAME).resolve()
+        return cls(
+            state_dir=state,
+            tracking_uri=env.get("MLFLOW_TRACKING_URI") or f"sqlite:///{state / 'mlflow.db'}",
+            cache_dir=Path(env.get("RETRAIN_CACHE_DIR") or state / "cache"),
+            reports_dir=Path(env.get("RETRAIN_REPORTS_DIR") or state / "reports"),
+            prefect_home=Path(env.get("PREFECT_HOME") or state / "prefect"),
+            prefect_api_url=env.get("PREFECT_API_URL") or None,
+        )
+
+    @property
+    def tracking_is_local(self) -> bool:
+        """Whether MLflow is a database we own (then artifacts go under the state folder too)."""
+        return not self.tracking_uri.startswith(("http://", "https://", "databricks"))
+
+    def pinned_environment(self) -> dict[str, str]:
+        """The environment that makes flow runs started elsewhere share these local stores."""
+        return {
+            "MLFLOW_TRACKING_URI": self.tracking_uri,
+            "RETRAIN_CACHE_DIR": str(self.cache_dir.resolve()),
+            "RETRAIN_REPORTS_DIR": str(self.reports_dir.resolve()),
+        }

@@ -1,0 +1,95 @@
+"""The Python deployments and prefect.yaml define the same three deployments."""
+
+from __future__ import annotations
+
+import importlib
+import os
+
+import pytest
+import yaml
+
+from conftest import REPO
+from core.config import load_config, parse_config
+from deployments import build_deployments, deployment_names
+
+CONFIG = REPO / "configs" / "bike_sharing.yaml"
+
+
+@pytest.fixture(scope="module")
+def python_deployments() -> dict:
+    return {d.name: d for d in build_deployments(load_config(CONFIG, os.environ))}
+
+
+@pytest.fixture(scope="module")
+def yaml_deployments() -> dict:
+    document = yaml.safe_load((REPO / "prefect.yaml").read_text())
+    return {d["name"]: d for d in document["deployments"]}
+
+
+def test_same_names(python_deployments: dict, yaml_deployments: dict) -> None:
+    expected = set(deployment_names("bike-demand").values())
+    assert set(python_deployments) == expected == set(yaml_deployments)
+
+
+def test_entrypoints_are_the_same_flows(python_deployments: dict, yaml_deployments: dict) -> None:
+    for name, spec in yaml_deployments.items():
+        path, function = spec["entrypoint"].split(":")
+        assert (REPO / path).is_file(), path
+        flow_object = getattr(importlib.import_module(path.removesuffix(".py").replace("/", ".")), function)
+        module, _, attribute = python_deployments[name].entrypoint.rpartition(".")
+        assert getattr(importlib.import_module(module), attribute) is flow_object, name
+
+
+def test_schedules_match(python_deployments: dict, yaml_deployments: dict) -> None:
+    for name, spec in yaml_deployments.items():
+        ours = [(s.schedule.cron, s.schedule.timezone) for s in python_deployments[name].schedules]
+        theirs = [(s["cron"], s["timezone"]) for s in spec.get("schedules", [])]
+        assert ours == theirs, name
+    config = load_config(CONFIG, os.environ)
+    assert yaml_deployments["bike-demand-scheduled"]["schedules"][0]["cron"] == config.schedule.cron
+    assert yaml_deployments["bike-demand-drift-check"]["schedules"][0]["cron"] == config.drift.cron
+
+
+def test_concurrency_limits_match(python_deployments: dict, yaml_deployments: dict) -> None:
+    for name, spec in yaml_deployments.items():
+        deployment = python_deployments[name]
+        limit = spec.get("concurrency_limit")
+        if limit is None:
+            assert deployment.concurrency_limit is None, name
+            continue
+        assert deployment.concurrency_limit == limit["limit"] == 1
+        assert deployment.concurrency_options.collision_strategy.value == limit["collision_strategy"]
+
+
+def test_triggers_match(python_deployments: dict, yaml_deployments: dict) -> None:
+    for name, spec in yaml_deployments.items():
+        ours = python_deployments[name].triggers
+        theirs = spec.get("triggers", [])
+        assert len(ours) == len(theirs), name
+        for trigger, declared in zip(ours, theirs, strict=True):
+            assert trigger.expect == set(declared["expect"])
+            assert trigger.match.root == declared["match"]
+            assert trigger.parameters == declared["parameters"]
+            assert trigger.name == declared["name"]
+    on_drift = python_deployments["bike-demand-on-drift"].triggers[0]
+    assert on_drift.expect == {"retrain.drift.detected"}
+    assert on_drift.match.root == {"prefect.resource.id": "retrain.model.bike-demand"}
+
+
+def test_parameters_match(python_deployments: dict, yaml_deployments: dict) -> None:
+    for name, spec in yaml_deployments.items():
+        ours = python_deployments[name].parameters
+        theirs = dict(spec["parameters"])
+        assert parse_config(theirs.pop("config")) == parse_config(ours["config"]), name
+        assert {k: v for k, v in ours.items() if k != "config"} == theirs, name
+
+
+def test_trigger_template_renders_the_reasons() -> None:
+    from prefect.server.utilities.user_templates import render_user_template_sync
+
+    from deployments.build import TRIGGER_TEMPLATE
+
+    rendered = render_user_template_sync(
+        TRIGGER_TEMPLATE, {"event": {"payload": {"reasons": ["7 of 12 features drifted", "decay 111%"]}}}
+    )
+    assert rendered == "drift alert: 7 of 12 features drifted; decay 111%"
