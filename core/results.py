@@ -31,8 +31,16 @@ def json_view(result: Any) -> dict[str, Any]:
     return {key: values[key] for key in json_keys(type(result))}
 
 
+class RunSummary:
+    """What every run summary can do: show all its fields as JSON-ready values."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every field, nested dataclasses as dicts."""
+        return asdict(self)  # type: ignore[call-overload]
+
+
 @dataclass(frozen=True)
-class RetrainSummary:
+class RetrainSummary(RunSummary):
     """What one retraining run did: the new version, the decision and every score behind it."""
 
     promoted: bool = json_field()
@@ -53,9 +61,6 @@ class RetrainSummary:
     trigger: str = "manual"
     trials: int = 0
 
-    def to_dict(self) -> dict[str, Any]:
-        """Every field, as JSON-ready values."""
-        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -69,7 +74,7 @@ class BatchPerformance:
 
 
 @dataclass(frozen=True)
-class DriftSummary:
+class DriftSummary(RunSummary):
     """What one drift check found, and what it did about it."""
 
     drift_detected: bool = json_field()
@@ -105,9 +110,6 @@ class DriftSummary:
             event_note="skipped batch, no event",
         )
 
-    def to_dict(self) -> dict[str, Any]:
-        """Every field, as JSON-ready values."""
-        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -120,7 +122,7 @@ class PolicyResult:
 
 
 @dataclass(frozen=True)
-class BacktestSummary:
+class BacktestSummary(RunSummary):
     """What each retraining policy would have delivered, and where the evidence is."""
 
     metric: str = json_field()
@@ -130,9 +132,6 @@ class BacktestSummary:
     summary: str = ""
     mlflow_run_id: str | None = None
 
-    def to_dict(self) -> dict[str, Any]:
-        """Every field, as JSON-ready values."""
-        return asdict(self)
 
 
 def artifact_key(model_name: str) -> str:
