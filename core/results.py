@@ -62,7 +62,6 @@ class RetrainSummary(RunSummary):
     trials: int = 0
 
 
-
 @dataclass(frozen=True)
 class BatchPerformance:
     """The champion's metric on a labelled batch against its own test metric."""
@@ -111,7 +110,6 @@ class DriftSummary(RunSummary):
         )
 
 
-
 @dataclass(frozen=True)
 class PolicyResult:
     """One retraining policy over the replay."""
@@ -131,7 +129,6 @@ class BacktestSummary(RunSummary):
     plot: str = json_field()
     summary: str = ""
     mlflow_run_id: str | None = None
-
 
 
 def artifact_key(model_name: str) -> str:
