@@ -34,6 +34,7 @@ bench: install
 	$(BIN)/python benchmarks/trigger_latency.py
 	$(BIN)/python benchmarks/scale.py
 	$(BIN)/python benchmarks/dask_tuning.py
+	$(BIN)/python benchmarks/quality.py
 
 serve: install
 	$(BIN)/retrain serve --config $(CONFIG)

@@ -44,7 +44,7 @@ def print_summary(result: RetrainSummary, tracking_uri: str) -> None:
     """The human summary: leaderboard, baseline, champion, decision, where to look."""
     console = Console()
     metric = result.metric
-    columns = ("rank", "candidate", f"validation_{metric}", "trials", "best_params")
+    columns = ("rank", "candidate", f"validation_{metric}", "trials", "best_params", "best_per_round")
     console.print(table(f"Leaderboard (validation {metric})", columns, result.leaderboard))
     rows = [
         {"model": f"challenger ({result.best_candidate}) v{result.model_version}", **result.metrics},
@@ -56,6 +56,7 @@ def print_summary(result: RetrainSummary, tracking_uri: str) -> None:
     console.print(table("Test window", ("model", *result.metrics), formatted))
     verdict = "[bold green]PROMOTED[/]" if result.promoted else "[bold yellow]NOT PROMOTED[/]"
     console.print(f"{verdict} {result.model_name} v{result.model_version}: {result.decision}")
+    console.print(f"Search: {result.trials} trials in {result.tuning_seconds:.1f} s", highlight=False)
     console.print(
         f"MLflow: run {result.mlflow_run_id} in {tracking_uri}\n"
         f"Prefect: flow run {result.prefect_flow_run_id}\n"

@@ -22,7 +22,7 @@ from core.catalogue import fit_candidate
 from core.config import PipelineConfig
 from core.drift import detect_columns, drift_verdict, in_cooldown, performance_decay, reference_sample
 from core.errors import BadInputError
-from core.features import build_preprocessor
+from core.features import build_preprocessor, probe_calendar
 from core.metrics import score
 from core.results import BacktestSummary, PolicyResult
 from core.search import best_of, search
@@ -216,6 +216,9 @@ def replay(
     """Score each policy's model on each window before it may retrain; one row per window and policy."""
     times = frame[config.time_column]
     history = frame[times < begin]
+    # Calendar features are chosen once, on the first history, as the retraining flow does
+    first_split = split_frame(history, config)
+    schema, _ = probe_calendar(first_split.train, first_split.validation, schema, config)
     spec = tune_spec(history, schema, config)
     started = time.perf_counter()
     first_model = fit_model(history, schema, config, spec.candidate, spec.params)

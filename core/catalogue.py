@@ -33,7 +33,7 @@ CATALOGUE: dict[str, dict[str, tuple[type[BaseEstimator], dict[str, Any], dict[s
         ),
         "hist_gradient_boosting": (
             HistGradientBoostingRegressor,
-            {"max_iter": 300, "early_stopping": False},
+            {"max_iter": 400, "early_stopping": False},
             {
                 "learning_rate": [0.05, 0.1, 0.2],
                 "max_leaf_nodes": [15, 31, 63],
@@ -51,7 +51,7 @@ CATALOGUE: dict[str, dict[str, tuple[type[BaseEstimator], dict[str, Any], dict[s
         ),
         "hist_gradient_boosting": (
             HistGradientBoostingClassifier,
-            {"max_iter": 200, "early_stopping": False},
+            {"max_iter": 400, "early_stopping": False},
             {
                 "learning_rate": [0.05, 0.1, 0.2],
                 "max_leaf_nodes": [15, 31, 63],
@@ -60,6 +60,11 @@ CATALOGUE: dict[str, dict[str, tuple[type[BaseEstimator], dict[str, Any], dict[s
         ),
     },
 }
+
+
+# Candidates whose number of boosting iterations is chosen on the validation window (up to the
+# catalogue's `max_iter`): the iterations found are kept for the final refit.
+ITERATIONS_PARAM = {"hist_gradient_boosting": "max_iter"}
 
 
 def baseline_model(task_kind: str) -> Pipeline:
@@ -100,7 +105,7 @@ def make_pipeline(preprocessor: ColumnTransformer, estimator: BaseEstimator) -> 
 
 def fit_pipeline(pipeline: Pipeline, frame: pd.DataFrame, schema: DataSchema) -> Pipeline:
     """Fit on the feature columns of `frame` against its target."""
-    return pipeline.fit(frame[schema.features], frame[schema.target])
+    return pipeline.fit(frame[schema.model_inputs], frame[schema.target])
 
 
 def fit_candidate(

@@ -71,6 +71,9 @@ class FeaturesConfig(_Section):
     drop: list[str] = Field(default_factory=list)
     numeric: list[str] | None = None
     categorical: list[str] | None = None
+    datetime: bool = Field(
+        True, description="Derive calendar features from time_column when they help on validation."
+    )
 
 
 class SplitConfig(_Section):
@@ -96,12 +99,17 @@ class CandidateConfig(_Section):
 
 
 class TuningConfig(_Section):
-    """Hyperparameter search on the most recent `subset_rows` training rows."""
+    """Hyperparameter search: successive halving from `subset_rows` recent rows to all training rows."""
 
     strategy: Literal["random", "successive_halving"] = "successive_halving"
     n_trials: int = Field(8, ge=1, le=1000, description="Configurations tried per candidate.")
-    subset_rows: int = Field(5000, ge=50)
+    subset_rows: int = Field(
+        5000, ge=50, description="Rows of the first halving round; the last round fits all training rows."
+    )
     halving_factor: int = Field(3, ge=2)
+    time_budget_s: float | None = Field(
+        None, gt=0, description="Start no new halving round after this many seconds of search."
+    )
     seed: int = 42
     runner: Literal["threads", "dask"] = Field(
         "threads", description="Where trials run: threads in this process, or a Dask cluster."

@@ -49,7 +49,7 @@ def classification_metrics(
 
 def score(model: Pipeline, frame: pd.DataFrame, schema: DataSchema, task_kind: str) -> dict[str, float]:
     """All metrics of `model` on `frame` (which must hold the target)."""
-    features, y_true = frame[schema.features], frame[schema.target]
+    features, y_true = frame[schema.model_inputs], frame[schema.target]
     predictions = model.predict(features)
     if task_kind == "regression":
         return regression_metrics(y_true, predictions)

@@ -26,7 +26,7 @@ def plot_predictions(
     out_dir.mkdir(parents=True, exist_ok=True)
     # A plot of more points shows nothing more; drawing them takes seconds on large data.
     frame = frame.sample(n=min(PLOT_ROWS, len(frame)), random_state=0)
-    features, y_true = frame[schema.features], frame[schema.target]
+    features, y_true = frame[schema.model_inputs], frame[schema.target]
     predictions = model.predict(features)
     paths: list[Path] = []
     if task_kind == "regression":

@@ -60,6 +60,7 @@ class RetrainSummary(RunSummary):
     plots: list[str] = field(default_factory=list)
     trigger: str = "manual"
     trials: int = 0
+    tuning_seconds: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -147,6 +148,7 @@ def leaderboard(
             f"validation_{metric}": round(r.best_score, 4),
             "trials": len(r.trials),
             "best_params": ", ".join(f"{k}={v}" for k, v in sorted(r.best_params.items())),
+            "best_per_round": " > ".join(f"{value:.4g}@{rows}" for rows, value in r.best_by_round(greater)),
         }
         for r in results
     ]
@@ -157,6 +159,7 @@ def leaderboard(
             f"validation_{metric}": round(baseline_validation[metric], 4),
             "trials": 1,
             "best_params": "",
+            "best_per_round": "",
         }
     )
     rows.sort(key=lambda row: -row[f"validation_{metric}"] if greater else row[f"validation_{metric}"])

@@ -1,13 +1,18 @@
 """The hyperparameter search: successive halving (or random search) over the catalogue's candidates.
 
-Trials are tuned on the most recent training rows and scored on the validation window; the test
-window is never part of it. A round's trials are independent fits, so whoever runs them (a plain
-loop here, Prefect task runners in `flows/tuning.py`) only has to return them in the order given:
-the ranking never depends on which executor finished first.
+Each family's first round fits `tuning.subset_rows` recent training rows; every later round fits
+more rows (geometrically), and the last one fits all training rows, so families are compared at
+the size the final model has. Trials are scored on the validation window; the test window is
+never part of it. Boosting chooses its number of iterations on the validation window too.
+
+A round's trials are independent fits, so whoever runs them (a plain loop here, Prefect task
+runners in `flows/tuning.py`) only has to return them in the order given: the ranking never
+depends on which executor finished first.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 import socket
 import time
@@ -17,19 +22,25 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pandas as pd
+from sklearn.base import clone
 from sklearn.compose import ColumnTransformer
 from sklearn.model_selection import ParameterGrid, ParameterSampler
+from sklearn.pipeline import Pipeline
 
-from core.catalogue import fit_candidate, search_space
+from core.catalogue import ITERATIONS_PARAM, fit_candidate, make_estimator, search_space
 from core.config import PipelineConfig, TuningConfig
-from core.metrics import is_better, score
+from core.metrics import classification_metrics, is_better, regression_metrics, score
 from core.validation import DataSchema
+
+# Boosting stops after this many iterations without a lower loss on the validation window.
+BOOSTING_PATIENCE = 100
 
 
 @dataclass(frozen=True)
 class TrialSpec:
-    """One configuration of one candidate to fit on the `rows` most recent tuning rows."""
+    """One configuration of one candidate to fit on the `rows` most recent training rows."""
 
     candidate: str
     params: dict[str, Any]
@@ -39,11 +50,24 @@ class TrialSpec:
 
 @dataclass(frozen=True)
 class Trial(TrialSpec):
-    """A fitted and scored `TrialSpec`; `executor` is the host/pid that ran it."""
+    """A fitted and scored `TrialSpec`.
+
+    Attributes:
+        executor: The host/pid that ran it.
+        iterations: For boosting, the number of iterations that scored best on validation.
+    """
 
     score: float
     fit_seconds: float
     executor: str = ""
+    iterations: int | None = None
+
+    @property
+    def chosen_params(self) -> dict[str, Any]:
+        """The trial's params with the iterations it chose, as the final refit uses them."""
+        if self.iterations is None:
+            return self.params
+        return {**self.params, ITERATIONS_PARAM[self.candidate]: self.iterations}
 
 
 @dataclass(frozen=True)
@@ -55,12 +79,21 @@ class TuneResult:
     best_score: float
     trials: list[Trial]
 
+    def best_by_round(self, greater_is_better: bool) -> list[tuple[int, float]]:
+        """(training rows, best validation score) of each round this candidate ran."""
+        rounds: dict[int, Trial] = {}
+        for trial in self.trials:
+            best = rounds.get(trial.round)
+            if best is None or is_better(trial.score, best.score, greater_is_better):
+                rounds[trial.round] = trial
+        return [(rounds[r].rows, rounds[r].score) for r in sorted(rounds)]
+
 
 @dataclass(frozen=True)
 class TuningData:
-    """What every trial reads: the recent training rows, the validation window and the features."""
+    """What every trial reads: the training rows in time order, the validation window, the features."""
 
-    subset: pd.DataFrame
+    train: pd.DataFrame
     validation: pd.DataFrame
     preprocessor: ColumnTransformer
     schema: DataSchema
@@ -77,32 +110,36 @@ def sample_configurations(space: dict[str, list[Any]], n_trials: int, seed: int)
     return list(ParameterSampler(space, n_iter=n_trials, random_state=seed))
 
 
-def halving_schedule(n_configs: int, subset_rows: int, factor: int, strategy: str) -> list[tuple[int, int]]:
-    """(configurations kept, training rows) for each round; random search is a single round."""
+def halving_schedule(
+    n_configs: int, first_rows: int, full_rows: int, factor: int, strategy: str
+) -> list[tuple[int, int]]:
+    """(configurations kept, training rows) for each round.
+
+    Each round keeps 1/`factor` of the configurations; the rows grow geometrically from
+    `first_rows` to `full_rows`, so the last round (one configuration) fits all training rows.
+    Random search is a single round on all rows.
+    """
     if strategy == "random" or n_configs == 1:
-        return [(n_configs, subset_rows)]
+        return [(n_configs, full_rows)]
     kept = [n_configs]
     while kept[-1] > 1:
         kept.append(max(1, kept[-1] // factor))
-    rounds = len(kept)
+    first = min(first_rows, full_rows)
+    last = len(kept) - 1
     return [
-        (count, min(subset_rows, max(30, subset_rows // factor ** (rounds - 1 - index))))
+        (count, full_rows if index == last else round(first * (full_rows / first) ** (index / last)))
         for index, count in enumerate(kept)
     ]
 
 
 def tuning_data(
-    train: pd.DataFrame,
-    validation: pd.DataFrame,
-    preprocessor: ColumnTransformer,
-    schema: DataSchema,
-    subset_rows: int,
+    train: pd.DataFrame, validation: pd.DataFrame, preprocessor: ColumnTransformer, schema: DataSchema
 ) -> TuningData:
-    """The most recent `subset_rows` of `train` (in time order when there is a time column).
+    """What the trials read; `train` in time order when there is a time column (rounds take its tail).
 
     The test window is never part of it.
     """
-    return TuningData(train.tail(min(subset_rows, len(train))), validation, preprocessor, schema)
+    return TuningData(train, validation, preprocessor, schema)
 
 
 @contextmanager
@@ -120,32 +157,80 @@ def openmp_threads(limit: int | None) -> Iterator[None]:
 def fit_and_score(
     data: TuningData, config: PipelineConfig, spec: TrialSpec, threads: int | None = None
 ) -> Trial:
-    """Fit one configuration on the recent rows and score it on the validation window."""
+    """Fit one configuration on the recent rows and score it on the validation window.
+
+    Boosting is scored along its iterations; the best point gives both the score and the
+    iterations the final refit uses.
+    """
     started = time.perf_counter()
     params = {**config.candidates[spec.candidate].params, **spec.params}
+    iterations = None
     with openmp_threads(threads), warnings.catch_warnings():
         # On a Dask worker scikit-learn runs n_jobs=-1 models on one core, which is what we want.
         warnings.filterwarnings("ignore", message="Inside a Dask worker")
-        model = fit_candidate(
-            data.subset.tail(spec.rows),
-            data.preprocessor,
-            data.schema,
-            config.task,
-            spec.candidate,
-            params,
-            config.tuning.seed,
-        )
-        value = score(model, data.validation, data.schema, config.task)[config.metric.name]
+        rows = data.train.tail(spec.rows)
+        if spec.candidate in ITERATIONS_PARAM:
+            model = fit_with_early_stopping(rows, data, config, spec.candidate, params)
+            iterations, value = best_iteration(model, data.validation, data.schema, config)
+        else:
+            model = fit_candidate(
+                rows, data.preprocessor, data.schema, config.task, spec.candidate, params, config.tuning.seed
+            )
+            value = score(model, data.validation, data.schema, config.task)[config.metric.name]
     elapsed = time.perf_counter() - started
     executor = f"{socket.gethostname()}/{os.getpid()}"
-    return Trial(spec.candidate, spec.params, spec.round, spec.rows, value, elapsed, executor)
+    return Trial(spec.candidate, spec.params, spec.round, spec.rows, value, elapsed, executor, iterations)
 
 
-def halving_search(subset_rows: int, config: PipelineConfig, run_round: RoundRunner) -> list[TuneResult]:
+def fit_with_early_stopping(
+    rows: pd.DataFrame, data: TuningData, config: PipelineConfig, candidate: str, params: dict[str, Any]
+) -> Pipeline:
+    """Fit boosting with early stopping on the validation window (scikit-learn's `X_val`).
+
+    Boosting stops after `BOOSTING_PATIENCE` iterations without a lower validation loss, or at
+    the configured `max_iter`.
+    """
+    inputs, target = data.schema.model_inputs, data.schema.target
+    preprocessor = clone(data.preprocessor).fit(rows[inputs])
+    stopping = {"early_stopping": True, "n_iter_no_change": BOOSTING_PATIENCE, "scoring": "loss"}
+    estimator = make_estimator(config.task, candidate, {**params, **stopping}, config.tuning.seed)
+    estimator.fit(
+        preprocessor.transform(rows[inputs]),
+        rows[target],
+        X_val=preprocessor.transform(data.validation[inputs]),
+        y_val=data.validation[target],
+    )
+    return Pipeline([("preprocess", preprocessor), ("model", estimator)])
+
+
+def best_iteration(
+    model: Pipeline, validation: pd.DataFrame, schema: DataSchema, config: PipelineConfig
+) -> tuple[int, float]:
+    """The iterations with the lowest validation loss, and the primary metric of the model there."""
+    estimator = model[-1]
+    # validation_score_[0] is the score before the first tree
+    iterations = max(1, int(np.argmax(estimator.validation_score_[1:])) + 1)
+    features = model[:-1].transform(validation[schema.model_inputs])
+    labels, metric = validation[schema.target], config.metric.name
+    if config.task == "regression":
+        stages = estimator.staged_predict(features)
+    else:
+        stages = estimator.staged_predict_proba(features)
+    output = next(itertools.islice(stages, iterations - 1, None))
+    if config.task == "regression":
+        return iterations, regression_metrics(labels, output)[metric]
+    predicted = estimator.classes_[output.argmax(axis=1)]
+    return iterations, classification_metrics(labels, predicted, output, estimator.classes_)[metric]
+
+
+def halving_search(full_rows: int, config: PipelineConfig, run_round: RoundRunner) -> list[TuneResult]:
     """Successive halving (or random search) for every candidate, one round at a time.
 
+    With `tuning.time_budget_s`, no new round starts once the search has spent the budget; each
+    candidate then keeps the best of its last round.
+
     Args:
-        subset_rows: Rows available for tuning.
+        full_rows: Training rows available: the last round fits all of them.
         config: The pipeline config (candidates, their spaces, `tuning`, metric).
         run_round: Fits and scores a round's trials, returning them in the order given.
 
@@ -157,13 +242,16 @@ def halving_search(subset_rows: int, config: PipelineConfig, run_round: RoundRun
     for name, candidate in config.candidates.items():
         space = search_space(config.task, name, candidate.search_space)
         configs = sample_configurations(space, tuning.n_trials, tuning.seed)
-        plans[name] = (
-            configs,
-            halving_schedule(len(configs), subset_rows, tuning.halving_factor, tuning.strategy),
+        schedule = halving_schedule(
+            len(configs), tuning.subset_rows, full_rows, tuning.halving_factor, tuning.strategy
         )
+        plans[name] = (configs, schedule)
     ranked: dict[str, list[Trial]] = {}
     trials: dict[str, list[Trial]] = {name: [] for name in plans}
+    started = time.perf_counter()
     for round_index in range(max(len(schedule) for _, schedule in plans.values())):
+        if round_index and tuning.time_budget_s and time.perf_counter() - started > tuning.time_budget_s:
+            break
         specs = []
         for name, (configs, schedule) in plans.items():
             if round_index < len(schedule):
@@ -176,7 +264,7 @@ def halving_search(subset_rows: int, config: PipelineConfig, run_round: RoundRun
     return [
         TuneResult(
             name,
-            {**config.candidates[name].params, **ranked[name][0].params},
+            {**config.candidates[name].params, **ranked[name][0].chosen_params},
             ranked[name][0].score,
             trials[name],
         )
@@ -199,9 +287,9 @@ def search(
     config: PipelineConfig,
 ) -> list[TuneResult]:
     """Tune every candidate in this thread, one trial after another (no orchestrator needed)."""
-    data = tuning_data(train, validation, preprocessor, schema, config.tuning.subset_rows)
+    data = tuning_data(train, validation, preprocessor, schema)
     return halving_search(
-        len(data.subset), config, lambda specs: [fit_and_score(data, config, spec) for spec in specs]
+        len(data.train), config, lambda specs: [fit_and_score(data, config, spec) for spec in specs]
     )
 
 

@@ -14,7 +14,12 @@ NUMERIC_SHARE = 0.5  # a text column is numeric when more than this share of val
 
 @dataclass(frozen=True)
 class DataSchema:
-    """The typed columns the model uses."""
+    """The typed columns the model uses.
+
+    Attributes:
+        calendar: Whether the model also derives calendar features from `time_column` (then the
+            time column is one of its inputs, though not a feature that drift checks test).
+    """
 
     target: str
     numeric: list[str]
@@ -22,11 +27,34 @@ class DataSchema:
     time_column: str | None = None
     dropped_target_rows: int = 0
     notes: list[str] = field(default_factory=list)
+    calendar: bool = False
 
     @property
     def features(self) -> list[str]:
         """All feature columns, numeric first."""
         return self.numeric + self.categorical
+
+    @property
+    def model_inputs(self) -> list[str]:
+        """The columns the model reads: the features, and the time column for calendar features."""
+        return self.features + ([self.time_column] if self.calendar and self.time_column else [])
+
+    def input_kinds(self) -> dict[str, str]:
+        """Each model input and its kind (`numeric`, `categorical` or `time`), as tagged on versions."""
+        kinds = {c: "numeric" for c in self.numeric} | {c: "categorical" for c in self.categorical}
+        return kinds | ({self.time_column: "time"} if self.calendar and self.time_column else {})
+
+    @classmethod
+    def from_input_kinds(cls, kinds: dict[str, str], target: str, time_column: str | None) -> DataSchema:
+        """The schema of a registered model from its tagged input kinds (see `input_kinds`)."""
+        tagged_time = [c for c, kind in kinds.items() if kind == "time"]
+        return cls(
+            target,
+            [c for c, kind in kinds.items() if kind == "numeric"],
+            [c for c, kind in kinds.items() if kind == "categorical"],
+            tagged_time[0] if tagged_time else time_column,
+            calendar=bool(tagged_time),
+        )
 
     def as_dict(self) -> dict[str, object]:
         """A JSON-friendly description, logged with each run."""
@@ -35,6 +63,7 @@ class DataSchema:
             "time_column": self.time_column,
             "numeric": self.numeric,
             "categorical": self.categorical,
+            "calendar_features": self.calendar,
         }
 
 

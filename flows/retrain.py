@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from dataclasses import asdict, dataclass
 
 from prefect import flow
 from prefect.futures import PrefectFuture
@@ -50,6 +51,7 @@ class TrainedModels:
     baseline_on_train: Pipeline
     trials_logged: list[PrefectFuture]
     reference: PrefectFuture
+    tuning_seconds: float
 
 
 @flow(name="retrain", log_prints=True)
@@ -90,13 +92,14 @@ def prepare_data(
     splits = split(frame, config)
     rows = len(frame)
     del raw, frame
-    preprocessor = fit_features(splits, schema, config.tuning.subset_rows)
+    preprocessor, schema, calendar = fit_features(splits, schema, config)
+    schema_record = {**schema.as_dict(), "calendar_probe": asdict(calendar) if calendar else None}
     log_values(
         settings,
         run_id,
         params={"rows": rows, "windows": splits.describe(), "metric": config.metric.name},
         tags={"data_sha256": data_sha256, "data_rows": str(data_rows)},
-        artifacts={"lineage/windows.json": splits.describe(), "lineage/schema.json": schema.as_dict()},
+        artifacts={"lineage/windows.json": splits.describe(), "lineage/schema.json": schema_record},
     )
     return PreparedData(splits, schema, preprocessor, data_sha256)
 
@@ -110,10 +113,10 @@ def train_models(
         settings, run_id, splits.train_full, config.mlflow.reference_rows, config.tuning.seed
     )
     baseline_on_train = train_baseline(splits.train, schema, config.task)
-    tuning_rows = tuning_data(
-        splits.train, splits.validation, data.preprocessor, schema, config.tuning.subset_rows
-    )
+    tuning_rows = tuning_data(splits.train, splits.validation, data.preprocessor, schema)
+    started = time.perf_counter()
     results = tune_candidates(tuning_rows, config)
+    tuning_seconds = time.perf_counter() - started
     trials_logged = [log_trials.submit(settings, run_id, config.metric.name, r) for r in results]
     best = best_of(results, config.greater_is_better)
     model = refit_best(
@@ -125,7 +128,7 @@ def train_models(
         best.best_params,
         config.tuning.seed,
     )
-    return TrainedModels(results, best, model, baseline_on_train, trials_logged, reference)
+    return TrainedModels(results, best, model, baseline_on_train, trials_logged, reference, tuning_seconds)
 
 
 def register_challenger(
@@ -173,13 +176,6 @@ def evaluate_and_promote(
     champion_metrics = champion_scored.result()
     baseline_validation = evaluate(trained.baseline_on_train, splits.validation, schema, config.task)
     board = leaderboard(trained.results, baseline_validation, metric, config.greater_is_better)
-    log_values(
-        settings,
-        run_id,
-        params={"best_candidate": trained.best.candidate, "best_params": trained.best.best_params},
-        metrics={"test": metrics, "baseline_test": baseline_metrics, "champion_test": champion_metrics or {}},
-        artifacts={"leaderboard.json": board},
-    )
     decision = compare(config, metrics, baseline_metrics, champion_metrics)
     version = registered.result()
     decision = promote(
@@ -188,7 +184,15 @@ def evaluate_and_promote(
     log_values(
         settings,
         run_id,
+        params={"best_candidate": trained.best.candidate, "best_params": trained.best.best_params},
+        metrics={
+            "test": metrics,
+            "baseline_test": baseline_metrics,
+            "champion_test": champion_metrics or {},
+            "tuning_seconds": trained.tuning_seconds,
+        },
         tags={"decision": "promoted" if decision.promote else "rejected", "model_version": version},
+        artifacts={"leaderboard.json": board},
     )
     summary = RetrainSummary(
         promoted=decision.promote,
@@ -208,6 +212,7 @@ def evaluate_and_promote(
         plots=plots.result(),
         trigger=trigger,
         trials=sum(future.result() for future in trained.trials_logged),
+        tuning_seconds=round(trained.tuning_seconds, 3),
     )
     publish_summary(summary)
     return summary

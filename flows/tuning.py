@@ -24,7 +24,7 @@ def tune_flow(data: TuningData, config: PipelineConfig) -> list[TuneResult]:
         futures = run_trial.map(unmapped(shared), unmapped(config), specs, unmapped(threads))
         return [future.result() for future in futures]
 
-    results = halving_search(len(data.subset), config, run_round)
+    results = halving_search(len(data.train), config, run_round)
     logger = get_run_logger()
     for result in results:
         logger.info(

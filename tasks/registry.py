@@ -34,12 +34,7 @@ class ChampionInfo:
 
     def input_schema(self, target: str, time_column: str | None = None) -> DataSchema:
         """The champion's input columns as a schema."""
-        return DataSchema(
-            target,
-            [c for c, kind in self.schema.items() if kind == "numeric"],
-            [c for c, kind in self.schema.items() if kind == "categorical"],
-            time_column,
-        )
+        return DataSchema.from_input_kinds(self.schema, target, time_column)
 
     @property
     def uri(self) -> str:
@@ -111,18 +106,22 @@ def score_champion(
     if champion is None:
         return None
     model = load_champion_model(settings, champion)
-    return score(model, test, champion.input_schema(schema.target), task_kind)
+    return score(model, test, champion.input_schema(schema.target, schema.time_column), task_kind)
 
 
 def widen_for_signature(features: pd.DataFrame) -> pd.DataFrame:
-    """Numbers as float64 and categories as text, the types callers of the served model send.
+    """Numbers as float64, categories and timestamps as text: the types callers of the model send.
 
     Integers widen too, so a batch with missing values still validates; compact types
-    (float32, int8, category) would make MLflow refuse ordinary float64 and string input.
+    (float32, int8, category) would make MLflow refuse ordinary float64 and string input. A
+    timestamp is text as `pd.read_csv` gives it; the model parses it itself.
     """
     numeric = features.select_dtypes("number").columns
     categories = features.select_dtypes("category").columns
-    return features.astype({c: "float64" for c in numeric} | {c: object for c in categories})
+    timestamps = features.select_dtypes("datetime").columns
+    return features.astype(
+        {c: "float64" for c in numeric} | {c: object for c in categories} | {c: str for c in timestamps}
+    )
 
 
 @task(name="register-model", **io_edge_options())
@@ -147,10 +146,10 @@ def register_model(
     mlflow.set_tracking_uri(settings.tracking_uri)
     mlflow.set_registry_uri(settings.tracking_uri)
     # The signature needs column types, not every row: a sample keeps logging quick.
-    features = example[schema.features].sample(n=min(1000, len(example)), random_state=0)
+    features = example[schema.model_inputs].sample(n=min(1000, len(example)), random_state=0)
     widened = widen_for_signature(features)
     signature = infer_signature(widened, model.predict(features))
-    input_schema = {c: "numeric" for c in schema.numeric} | {c: "categorical" for c in schema.categorical}
+    input_schema = schema.input_kinds()
     requirements = [f"scikit-learn=={sklearn.__version__}", f"pandas=={pd.__version__}", "retrain-pipeline"]
 
     def log(trusted: list[str]) -> Any:

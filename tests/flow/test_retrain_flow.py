@@ -9,6 +9,7 @@ from typing import Any
 from uuid import UUID
 
 import mlflow
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -122,9 +123,7 @@ def test_first_run_promotes_and_records_lineage(mlflow_store: str, synth_csv: Pa
         [experiment_id], filter_string=f"tags.mlflow.parentRunId = '{run.info.run_id}'", max_results=1000
     )
     assert {t.data.tags["candidate"] for t in trials} == set(FAST_CANDIDATES)
-    assert sum(row["trials"] for row in summary.leaderboard if row["candidate"] != "baseline") == len(
-        trials
-    )
+    assert sum(row["trials"] for row in summary.leaderboard if row["candidate"] != "baseline") == len(trials)
     assert all(t.info.status == "FINISHED" and "validation_rmse" in t.data.metrics for t in trials)
 
     # Artifacts
@@ -146,7 +145,11 @@ def test_first_run_promotes_and_records_lineage(mlflow_store: str, synth_csv: Pa
     board = json.loads(artifact_text(mlflow_store, run.info.run_id, "leaderboard.json", tmp_path))
     assert board == summary.leaderboard
     schema = json.loads(artifact_text(mlflow_store, run.info.run_id, "lineage/schema.json", tmp_path))
+    probe = schema.pop("calendar_probe")
+    calendar = schema.pop("calendar_features")
     assert schema == {"target": "y", "time_column": "day", "numeric": ["x1", "x2"], "categorical": ["color"]}
+    assert probe["metric"] == "rmse" and probe["kept"] is calendar
+    assert calendar is (probe["with_calendar"] < probe["without_calendar"])
 
     # The registry: version 1 is champion and challenger, with its decision recorded
     version = mlflow_client.get_model_version("test-model", "1")
@@ -158,6 +161,7 @@ def test_first_run_promotes_and_records_lineage(mlflow_store: str, synth_csv: Pa
         "x1": "numeric",
         "x2": "numeric",
         "color": "categorical",
+        **({"day": "time"} if calendar else {}),
     }
     assert version.run_id == run.info.run_id
 
@@ -305,3 +309,30 @@ def test_model_trained_on_compact_types_serves_ordinary_frames(mlflow_store: str
     assert list(predicted) == pytest.approx(list(direct.predict(plain[["x1", "x2", "color"]])))
     rmse = float(((predicted - plain["y"]) ** 2).mean() ** 0.5)
     assert rmse < 0.5 * plain["y"].std()
+
+
+def test_calendar_model_serves_the_time_column_as_read_from_csv(mlflow_store: str, tmp_path: Path) -> None:
+    rng = np.random.default_rng(4)
+    times = pd.date_range("2024-01-01", periods=1500, freq="h")
+    x1 = rng.normal(size=len(times))
+    frame = pd.DataFrame(
+        {
+            "day": times.strftime("%Y-%m-%d %H:%M:%S"),
+            "x1": x1,
+            "color": rng.choice(["red", "blue"], size=len(times)),
+            "y": 10 * np.sin(2 * np.pi * times.hour / 24) + x1 + rng.normal(scale=0.5, size=len(times)),
+        }
+    )
+    csv = write_csv(frame, tmp_path / "hourly.csv")
+    summary = retrain_flow(
+        fast_config(csv, candidates={"hist_gradient_boosting": {"params": {"max_iter": 100}}})
+    )
+    version = MlflowClient(mlflow_store).get_model_version("test-model", summary.model_version)
+    assert json.loads(version.tags["input_schema"])["day"] == "time"  # the hour of day pays
+    served = mlflow.pyfunc.load_model(f"models:/test-model/{summary.model_version}")
+    inputs = {name: kind.name for name, kind in served.metadata.get_input_schema().input_types_dict().items()}
+    assert inputs == {"x1": "double", "color": "string", "day": "string"}
+    plain = pd.read_csv(csv).tail(200)  # `day` is text, as a caller's CSV gives it
+    predicted = served.predict(plain[["x1", "color", "day"]])
+    rmse = float(((predicted - plain["y"]) ** 2).mean() ** 0.5)
+    assert rmse < 0.25 * plain["y"].std()  # without the hour the error would be most of y's spread

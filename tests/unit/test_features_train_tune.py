@@ -15,9 +15,20 @@ from sklearn.pipeline import Pipeline
 
 from conftest import make_config, synthetic_frame
 from core.catalogue import CATALOGUE, fit_pipeline, make_estimator, make_pipeline, search_space
+from core.config import PipelineConfig
 from core.features import MISSING, AsCategoryStrings, build_preprocessor
 from core.metrics import classification_metrics, is_better, regression_metrics, score
-from core.search import TuneResult, best_of, halving_schedule, sample_configurations, search
+from core.search import (
+    BOOSTING_PATIENCE,
+    TuneResult,
+    best_iteration,
+    best_of,
+    fit_with_early_stopping,
+    halving_schedule,
+    sample_configurations,
+    search,
+    tuning_data,
+)
 from core.validation import DataSchema
 from tasks.train import train_baseline
 
@@ -120,7 +131,7 @@ def test_make_estimator_per_candidate() -> None:
     assert isinstance(ridge, Ridge) and ridge.alpha == 3.0 and ridge.random_state == 11
     hgb = make_estimator("regression", "hist_gradient_boosting", {"learning_rate": 0.2}, seed=5)
     assert isinstance(hgb, HistGradientBoostingRegressor)
-    assert (hgb.learning_rate, hgb.max_iter, hgb.early_stopping, hgb.random_state) == (0.2, 300, False, 5)
+    assert (hgb.learning_rate, hgb.max_iter, hgb.early_stopping, hgb.random_state) == (0.2, 400, False, 5)
     logistic = make_estimator("classification", "logistic", {"C": 0.5}, seed=3)
     assert isinstance(logistic, LogisticRegression)
     assert (logistic.C, logistic.max_iter, logistic.random_state) == (0.5, 2000, 3)
@@ -184,39 +195,38 @@ def test_classification_baseline_predicts_the_majority() -> None:
 # --- tuning ----------------------------------------------------------------------------------
 
 
-def test_halving_schedule_random_is_one_round() -> None:
-    assert halving_schedule(8, 5000, 3, "random") == [(8, 5000)]
-    assert halving_schedule(1, 700, 3, "successive_halving") == [(1, 700)]
+def test_halving_schedule_random_is_one_round_on_all_rows() -> None:
+    assert halving_schedule(8, 5000, 12000, 3, "random") == [(8, 12000)]
+    assert halving_schedule(1, 700, 900, 3, "successive_halving") == [(1, 900)]
 
 
 @pytest.mark.parametrize(
-    ("n_configs", "subset_rows", "factor", "expected"),
+    ("n_configs", "first_rows", "full_rows", "factor", "expected"),
     [
-        (8, 5000, 3, [(8, 555), (2, 1666), (1, 5000)]),
-        (9, 900, 3, [(9, 100), (3, 300), (1, 900)]),
-        (27, 2700, 3, [(27, 100), (9, 300), (3, 900), (1, 2700)]),
-        (16, 1600, 2, [(16, 100), (8, 200), (4, 400), (2, 800), (1, 1600)]),
-        (2, 900, 3, [(2, 300), (1, 900)]),
-        (8, 100, 3, [(8, 30), (2, 33), (1, 100)]),  # at least 30 rows per fit
-        (8, 20, 3, [(8, 20), (2, 20), (1, 20)]),  # never more than the rows available
-        (4, 900, 3, [(4, 300), (1, 900)]),  # no round refits the same single configuration
-        (5, 900, 3, [(5, 300), (1, 900)]),
+        (8, 5000, 12000, 3, [(8, 5000), (2, 7746), (1, 12000)]),
+        (9, 100, 900, 3, [(9, 100), (3, 300), (1, 900)]),
+        (27, 100, 2700, 3, [(27, 100), (9, 300), (3, 900), (1, 2700)]),
+        (16, 100, 1600, 2, [(16, 100), (8, 200), (4, 400), (2, 800), (1, 1600)]),
+        (2, 300, 900, 3, [(2, 300), (1, 900)]),
+        (8, 5000, 3000, 3, [(8, 3000), (2, 3000), (1, 3000)]),  # never more than the rows available
+        (4, 300, 900, 3, [(4, 300), (1, 900)]),  # no round refits the same single configuration
     ],
 )
-def test_halving_schedule_shapes(n_configs: int, subset_rows: int, factor: int, expected: list) -> None:
-    schedule = halving_schedule(n_configs, subset_rows, factor, "successive_halving")
-    assert schedule == expected
+def test_halving_schedule_shapes(
+    n_configs: int, first_rows: int, full_rows: int, factor: int, expected: list
+) -> None:
+    assert halving_schedule(n_configs, first_rows, full_rows, factor, "successive_halving") == expected
 
 
 @pytest.mark.parametrize("n_configs", [2, 3, 5, 8, 10, 30, 100])
 def test_halving_schedule_properties(n_configs: int) -> None:
-    schedule = halving_schedule(n_configs, 3000, 3, "successive_halving")
+    schedule = halving_schedule(n_configs, 500, 3000, 3, "successive_halving")
     kept = [k for k, _ in schedule]
     rows = [r for _, r in schedule]
     assert kept[0] == n_configs and kept[-1] == 1
     assert all(a > b for a, b in zip(kept, kept[1:], strict=False))  # each round drops configurations
     assert all(a < b for a, b in zip(rows, rows[1:], strict=False))
-    assert rows[-1] == 3000
+    assert rows[0] == 500 and rows[-1] == 3000  # the first rung is subset_rows, the last all rows
     assert all(b == max(1, a // 3) for a, b in zip(kept, kept[1:], strict=False))
 
 
@@ -287,25 +297,97 @@ def test_search_maximize_metric_picks_the_larger_score() -> None:
     assert result.best_score == max(t.score for t in result.trials)
 
 
-def test_tune_uses_only_the_most_recent_train_rows() -> None:
+def test_rounds_fit_more_recent_rows_and_the_last_fits_all_training_rows() -> None:
     frame = synthetic_frame(400, seed=6)
     train, validation = frame.iloc[:300].copy(), frame.iloc[300:]
-    train.loc[:249, "y"] = -1000.0  # poison the older rows: fitting on them would be disastrous
     config = make_config(
         "x.csv",
         candidates={"linear": {}},
         tuning={"strategy": "successive_halving", "n_trials": 3, "subset_rows": 50, "seed": 1},
     )
     (result,) = search(train, validation, build_preprocessor(SCHEMA), SCHEMA, config)
-    # 3 of the 5 built-in alphas; schedule (3 configs @ 30 rows) then (1 config @ 50 rows)
-    assert [(t.round, t.rows) for t in result.trials] == [(0, 30)] * 3 + [(1, 50)]
-    assert all(t.rows <= 50 for t in result.trials)
+    # 3 of the 5 built-in alphas on the 50 most recent rows, then the best of them on all 300
+    assert [(t.round, t.rows) for t in result.trials] == [(0, 50)] * 3 + [(1, 300)]
     for trial in result.trials:
         expected = independent_score(train.tail(trial.rows), validation, trial.params["alpha"])
         assert trial.score == pytest.approx(expected, rel=1e-9)
-    assert result.best_score < 5.0  # the poisoned rows (y=-1000) were never used
     assert result.trials[-1].params == min(result.trials[:3], key=lambda t: t.score).params
     assert result.best_params == result.trials[-1].params
+    assert result.best_score == result.trials[-1].score  # chosen at the final model's size
+    assert result.best_by_round(False) == [
+        (50, min(t.score for t in result.trials[:3])),
+        (300, result.best_score),
+    ]
+
+
+def boosting_split(seed: int = 3) -> tuple[pd.DataFrame, pd.DataFrame, PipelineConfig]:
+    frame = synthetic_frame(300, seed=seed)
+    frame["y"] = frame["y"] + np.random.default_rng(seed).normal(scale=3.0, size=len(frame))  # noisy
+    config = make_config(
+        "x.csv",
+        candidates={
+            "hist_gradient_boosting": {
+                "params": {"max_iter": 60, "min_samples_leaf": 5},
+                "search_space": {"learning_rate": [0.5]},
+            }
+        },
+        tuning={"strategy": "random", "subset_rows": 500},
+    )
+    return frame.iloc[:200], frame.iloc[200:], config
+
+
+def test_boosting_chooses_its_iterations_on_validation() -> None:
+    train, validation, config = boosting_split()
+    (result,) = search(train, validation, build_preprocessor(SCHEMA), SCHEMA, config)
+    (trial,) = result.trials
+    # Independently: the validation RMSE after each iteration of the same fit
+    model = Pipeline(
+        [
+            ("preprocess", build_preprocessor(SCHEMA)),
+            (
+                "model",
+                make_estimator(
+                    "regression",
+                    "hist_gradient_boosting",
+                    {**result.trials[0].params, "max_iter": 60, "min_samples_leaf": 5},
+                    42,
+                ),
+            ),
+        ]
+    ).fit(train[SCHEMA.features], train["y"])
+    curve = [
+        rmse(validation["y"], p)
+        for p in model[-1].staged_predict(model[:-1].transform(validation[SCHEMA.features]))
+    ]
+    best = int(np.argmin(curve)) + 1
+    assert best < 60  # the noisy target makes the last iterations overfit
+    assert trial.iterations == best
+    assert trial.score == pytest.approx(curve[best - 1], rel=1e-9)
+    assert result.best_params["max_iter"] == best  # the refit uses the iterations found
+
+
+def test_boosting_stops_growing_when_validation_stops_improving() -> None:
+    train, validation, config = boosting_split()
+    data = tuning_data(train, validation, build_preprocessor(SCHEMA), SCHEMA)
+    params = {"max_iter": 400, "min_samples_leaf": 5, "learning_rate": 0.5}
+    model = fit_with_early_stopping(train, data, config, "hist_gradient_boosting", params)
+    iterations, _ = best_iteration(model, validation, SCHEMA, config)
+    # Stopped BOOSTING_PATIENCE iterations after the best one, far before the cap of 400
+    assert model[-1].n_iter_ < 400
+    assert model[-1].n_iter_ - iterations <= BOOSTING_PATIENCE + 1
+
+
+def test_time_budget_stops_starting_rounds() -> None:
+    frame = synthetic_frame(400, seed=6)
+    train, validation = frame.iloc[:300], frame.iloc[300:]
+    config = make_config(
+        "x.csv",
+        candidates={"linear": {}},
+        tuning={"n_trials": 3, "subset_rows": 50, "time_budget_s": 1e-9},
+    )
+    (result,) = search(train, validation, build_preprocessor(SCHEMA), SCHEMA, config)
+    assert {t.round for t in result.trials} == {0}  # the first round always runs, then the budget is spent
+    assert result.best_score == min(t.score for t in result.trials)
 
 
 def test_best_of_respects_direction_and_ties() -> None:

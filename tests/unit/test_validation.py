@@ -217,6 +217,7 @@ def test_typed_output_and_schema() -> None:
         "time_column": "day",
         "numeric": ["x1", "x2"],
         "categorical": ["color", "flag"],
+        "calendar_features": False,  # decided later, on validation
     }
 
 
