@@ -32,6 +32,8 @@ def use_local_defaults() -> Settings:
     # A fresh ephemeral database is migrated at start: on a slow machine that takes over the
     # default 20 s and the first run would fail with "Timed out ... ephemeral Prefect API".
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+    # Loading the champion downloads its files: no progress bars between the command's own lines.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     return settings
 
 

@@ -13,7 +13,6 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
-from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.compose import ColumnTransformer
 from sklearn.impute import SimpleImputer
 from sklearn.pipeline import FeatureUnion, Pipeline
@@ -24,7 +23,6 @@ from core.config import PipelineConfig
 from core.metrics import is_better, score
 from core.validation import DataSchema
 
-MISSING = "__missing__"
 # Periods of the calendar splines, in seconds, and their knots per period.
 CALENDAR_PERIODS = {"day": (86_400, 13), "week": (7 * 86_400, 8), "year": (365.25 * 86_400, 13)}
 # The calendar probe fits boosting with this many iterations on at most this many recent rows.
@@ -39,44 +37,6 @@ class CalendarProbe:
     metric: str
     with_calendar: float
     without_calendar: float
-
-
-def _category(value: object) -> str:
-    """The category name of one value: 2.0 is "2" like 2, since one missing value turns an
-    integer column into floats (and MLflow's signature widens integers to float)."""
-    if isinstance(value, (float, np.floating)) and float(value).is_integer():
-        return str(int(value))
-    return str(value)
-
-
-class AsCategoryStrings(TransformerMixin, BaseEstimator):
-    """Turn categorical columns of any type into strings, with missing values as one category.
-
-    Integer codes (1, 2, 3) and text labels are both categories to the encoder; converting them
-    here keeps the logged model's input schema in the user's own types.
-    """
-
-    def fit(self, X: pd.DataFrame, y: object = None) -> AsCategoryStrings:
-        """Record the input columns."""
-        frame = pd.DataFrame(X)
-        self.feature_names_in_ = np.asarray(frame.columns, dtype=object)
-        self.n_features_in_ = frame.shape[1]
-        return self
-
-    def transform(self, X: pd.DataFrame) -> np.ndarray:
-        """Return the values as strings; missing values become one category."""
-        frame = pd.DataFrame(X)
-        columns = []
-        for _, values in frame.items():
-            # Name each distinct value once; code -1 (missing) picks the last label.
-            codes, uniques = pd.factorize(values)
-            labels = np.array([_category(value) for value in uniques] + [MISSING], dtype=object)
-            columns.append(labels[codes])
-        return np.column_stack(columns) if columns else np.empty((len(frame), 0), dtype=object)
-
-    def get_feature_names_out(self, input_features: object = None) -> np.ndarray:
-        """Same names as the input."""
-        return self.feature_names_in_
 
 
 def calendar_features() -> Pipeline:
@@ -109,12 +69,9 @@ def calendar_features() -> Pipeline:
 def build_preprocessor(schema: DataSchema) -> ColumnTransformer:
     """An unfitted ColumnTransformer: scaled numerics, one-hot categoricals, calendar features."""
     numeric = Pipeline([("impute", SimpleImputer(strategy="median")), ("scale", StandardScaler())])
-    categorical = Pipeline(
-        [
-            ("as_strings", AsCategoryStrings()),
-            ("one_hot", OneHotEncoder(handle_unknown="ignore", min_frequency=5, sparse_output=False)),
-        ]
-    )
+    # Integer codes and text alike; a missing value is a category of its own, and a code a batch
+    # sends as 2.0 (one missing value turns integers into floats) is the category 2.
+    categorical = OneHotEncoder(handle_unknown="ignore", min_frequency=5, sparse_output=False)
     parts = [("numeric", numeric, schema.numeric), ("categorical", categorical, schema.categorical)]
     if schema.calendar and schema.time_column:
         parts.append(("calendar", calendar_features(), [schema.time_column]))

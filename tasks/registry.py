@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 import json
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import mlflow
 import mlflow.sklearn
 import pandas as pd
+import yaml
 from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 from prefect import get_run_logger, task
 from sklearn.pipeline import Pipeline
 
+from core.errors import BadInputError
 from core.metrics import score
 from core.promotion import CHALLENGER, CHAMPION, PREVIOUS, Decision, stale_comparison
+from core.trust import TRUSTED_MODEL_TYPES, check_model_types
 from core.validation import DataSchema
 from tasks.options import io_edge_options
 from tasks.settings import Settings
@@ -52,35 +57,6 @@ def get_alias_version(settings: Settings, name: str, alias: str) -> Any | None:
         raise
 
 
-def _structure(estimator: object) -> tuple:
-    """The classes an estimator is made of (what skops's type list depends on), recursively."""
-    parts: list[object] = [type(estimator).__qualname__]
-    for value in getattr(estimator, "__dict__", {}).values():
-        for child in value if isinstance(value, list | tuple) else [value]:
-            child = child[1] if isinstance(child, tuple) and len(child) >= 2 else child
-            if hasattr(child, "get_params"):
-                parts.append(_structure(child))
-    return tuple(parts)
-
-
-_TYPES_BY_STRUCTURE: dict[tuple, list[str]] = {}
-
-
-def own_types(model: Pipeline, fresh: bool = False) -> list[str]:
-    """The types skops must be told to trust for a model this pipeline built itself.
-
-    MLflow saves scikit-learn models with skops, which refuses types it does not know (our own
-    transformers, tree internals) unless they are listed; the list is stored with the model.
-    Listing them takes a full extra dump, so the list is kept per model structure.
-    """
-    import skops.io
-
-    key = _structure(model)
-    if fresh or key not in _TYPES_BY_STRUCTURE:
-        _TYPES_BY_STRUCTURE[key] = skops.io.get_untrusted_types(data=skops.io.dumps(model))
-    return _TYPES_BY_STRUCTURE[key]
-
-
 @task(name="find-champion", **io_edge_options())
 def find_champion(settings: Settings, name: str) -> ChampionInfo | None:
     """Read `<name>@champion` and the input schema it was trained on."""
@@ -92,10 +68,32 @@ def find_champion(settings: Settings, name: str) -> ChampionInfo | None:
 
 
 def load_champion_model(settings: Settings, champion: ChampionInfo) -> Pipeline:
-    """The champion's fitted pipeline, loaded from the tracking store of `settings`."""
+    """The champion's fitted pipeline, loaded without ever unpickling.
+
+    Only a skops file is read, and only when every type it names is on this pipeline's own trust
+    list (`core.trust`), not the list stored beside the model.
+
+    Raises:
+        BadInputError: The model is pickled, or names a type this pipeline never builds.
+    """
+    import skops.io
+
     mlflow.set_tracking_uri(settings.tracking_uri)
     mlflow.set_registry_uri(settings.tracking_uri)
-    return mlflow.sklearn.load_model(champion.uri)
+    label = f"Version {champion.version} of model '{champion.name}'"
+    with tempfile.TemporaryDirectory() as tmp:
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=champion.uri, dst_path=tmp))
+        flavor = yaml.safe_load((local / "MLmodel").read_text()).get("flavors", {}).get("sklearn", {})
+        if flavor.get("serialization_format") != "skops":
+            raise BadInputError(
+                f"{label} is saved as {flavor.get('serialization_format') or 'no scikit-learn model'}, "
+                "not skops; this pipeline never unpickles a model, since that could run code from it",
+                "Point the alias at a version this pipeline trained, or delete the alias to train "
+                "a new champion.",
+            )
+        path = local / flavor["pickled_model"]
+        trusted = check_model_types(skops.io.get_untrusted_types(file=path), label)
+        return skops.io.load(path, trusted=trusted)
 
 
 @task(name="score-champion", **io_edge_options())
@@ -110,18 +108,30 @@ def score_champion(
 
 
 def widen_for_signature(features: pd.DataFrame) -> pd.DataFrame:
-    """Numbers as float64, categories and timestamps as text: the types callers of the model send.
+    """The model inputs in the types `pd.read_csv` gives for the training file.
 
-    Integers widen too, so a batch with missing values still validates; compact types
-    (float32, int8, category) would make MLflow refuse ordinary float64 and string input. A
-    timestamp is text as `pd.read_csv` gives it; the model parses it itself.
+    Integers as int64, floats as float64, categories and timestamps as text: the compact types of
+    training (float32, int8, category) would make MLflow refuse a caller's ordinary frame. The
+    model parses a timestamp itself.
     """
-    numeric = features.select_dtypes("number").columns
+    integers = features.select_dtypes("integer").columns
+    floats = features.select_dtypes("floating").columns
     categories = features.select_dtypes("category").columns
     timestamps = features.select_dtypes("datetime").columns
     return features.astype(
-        {c: "float64" for c in numeric} | {c: object for c in categories} | {c: str for c in timestamps}
+        {c: "int64" for c in integers}
+        | {c: "float64" for c in floats}
+        | {c: object for c in categories}
+        | {c: str for c in timestamps}
     )
+
+
+def serving_requirements() -> list[str]:
+    """The pinned packages a fresh environment needs to load and serve the model (not this project)."""
+    from importlib import metadata
+
+    packages = ("mlflow", "scikit-learn", "pandas", "numpy", "scipy", "skops")
+    return [f"{package}=={metadata.version(package)}" for package in packages]
 
 
 @task(name="register-model", **io_edge_options())
@@ -136,13 +146,13 @@ def register_model(
 ) -> str:
     """Log the fitted pipeline (signature, input example) to the run and register a new version.
 
-    The new version gets the `challenger` alias; `champion` moves only in `promote`.
+    The model is saved with skops, made of scikit-learn, NumPy and SciPy parts only, with pinned
+    requirements, so any MLflow client loads and serves it without this project. The new version
+    gets the `challenger` alias; `champion` moves only in `promote`.
 
     Returns:
         The new version number.
     """
-    import sklearn
-
     mlflow.set_tracking_uri(settings.tracking_uri)
     mlflow.set_registry_uri(settings.tracking_uri)
     # The signature needs column types, not every row: a sample keeps logging quick.
@@ -150,7 +160,7 @@ def register_model(
     widened = widen_for_signature(features)
     signature = infer_signature(widened, model.predict(features))
     input_schema = schema.input_kinds()
-    requirements = [f"scikit-learn=={sklearn.__version__}", f"pandas=={pd.__version__}", "retrain-pipeline"]
+    requirements = serving_requirements()
 
     def log(trusted: list[str]) -> Any:
         with mlflow.start_run(run_id=run_id):
@@ -163,12 +173,7 @@ def register_model(
                 skops_trusted_types=trusted,
             )
 
-    try:
-        info = log(own_types(model))
-    except MlflowException as exc:  # a cached type list that misses a type: list them afresh
-        if "untrusted types" not in str(exc):
-            raise
-        info = log(own_types(model, fresh=True))
+    info = log(sorted(TRUSTED_MODEL_TYPES))
     mlflow_client = client(settings)
     try:
         mlflow_client.create_registered_model(name)

@@ -16,7 +16,7 @@ from sklearn.pipeline import Pipeline
 from conftest import make_config, synthetic_frame
 from core.catalogue import CATALOGUE, fit_pipeline, make_estimator, make_pipeline, search_space
 from core.config import PipelineConfig
-from core.features import MISSING, AsCategoryStrings, build_preprocessor
+from core.features import build_preprocessor
 from core.metrics import classification_metrics, is_better, regression_metrics, score
 from core.search import (
     BOOSTING_PATIENCE,
@@ -35,42 +35,31 @@ from tasks.train import train_baseline
 SCHEMA = DataSchema(target="y", numeric=["x1", "x2"], categorical=["color"], time_column="day")
 
 
-# --- AsCategoryStrings -----------------------------------------------------------------------
+# --- preprocessing -------------------------------------------------------------------------
 
 
-def test_as_category_strings_fit_returns_self_and_records_columns() -> None:
-    frame = pd.DataFrame({"season": [1, 2, 3], "kind": ["a", "b", None]})
-    transformer = AsCategoryStrings()
-    assert transformer.fit(frame) is transformer
-    assert list(transformer.feature_names_in_) == ["season", "kind"]
-    assert transformer.n_features_in_ == 2
-    assert list(transformer.get_feature_names_out()) == ["season", "kind"]
-
-
-def test_as_category_strings_values() -> None:
+def test_categories_of_any_type_are_one_hot_encoded_with_missing_values_as_categories() -> None:
+    schema = DataSchema("y", [], ["season", "kind", "flag"])
     frame = pd.DataFrame(
         {
-            "season": [1, 2, 3, 4],
-            "kind": ["a", None, "b", np.nan],
-            "flag": [True, False, None, True],
+            "season": [1, 2, 3, 4] * 5,
+            "kind": pd.Categorical(["a", "b", None, "a"] * 5),
+            "flag": [True, False, None, True] * 5,
         }
     )
-    out = AsCategoryStrings().fit_transform(frame)
-    assert out.tolist() == [
-        ["1", "a", "True"],
-        ["2", MISSING, "False"],
-        ["3", "b", MISSING],
-        ["4", MISSING, "True"],
+    preprocessor = build_preprocessor(schema).fit(frame)
+    names = list(preprocessor.get_feature_names_out())
+    assert names == [
+        "season_1", "season_2", "season_3", "season_4",
+        "kind_a", "kind_b", "kind_nan",
+        "flag_False", "flag_True", "flag_None",
+    ]  # fmt: skip
+    # The caller's types: integers as int64 or (with a gap) floats, text as plain objects
+    batch = pd.DataFrame({"season": [2.0, np.nan], "kind": ["b", "zzz"], "flag": [False, True]})
+    assert preprocessor.transform(batch).tolist() == [
+        [0, 1, 0, 0, 0, 1, 0, 1, 0, 0],
+        [0, 0, 0, 0, 0, 0, 0, 0, 1, 0],  # a missing code and an unseen label encode as nothing
     ]
-    assert all(isinstance(v, str) for v in out.ravel())
-
-
-def test_as_category_strings_integer_codes_match_with_missing_values() -> None:
-    """A batch with one missing code turns the column into floats: 2.0 must stay category "2"."""
-    ints = AsCategoryStrings().fit_transform(pd.DataFrame({"season": [1, 2, 3]}))
-    floats = AsCategoryStrings().fit_transform(pd.DataFrame({"season": [1.0, 2.0, np.nan, 2.5]}))
-    assert ints.ravel().tolist() == ["1", "2", "3"]
-    assert floats.ravel().tolist() == ["1", "2", MISSING, "2.5"]
 
 
 def test_one_hot_of_integer_codes_survives_a_missing_value() -> None:
