@@ -178,8 +178,16 @@ def file_header(path: Path) -> list[str]:
         import pyarrow.parquet as pq
 
         return list(pq.read_schema(path).names)
-    with path.open(newline="", encoding="utf-8", errors="replace") as handle:
-        return next(csv.reader(handle), [])
+    # utf-8-sig: an Excel "CSV UTF-8" export starts with a byte-order mark, which is no part of a name
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as handle:
+            return next(csv.reader(handle), [])
+    except UnicodeDecodeError:
+        raise DataError(
+            f"The data file {path} is not UTF-8 text: it has bytes UTF-8 cannot read (a Latin-1 or "
+            "other legacy export, or not a CSV file at all)",
+            "Save the file as UTF-8 CSV (\"CSV UTF-8\" in Excel) and run again.",
+        ) from None
 
 
 def read_file(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
 import pandas as pd
 
 from core.config import PipelineConfig
@@ -168,16 +169,18 @@ def validate_table(
         if column not in frame.columns:
             continue
         values = frame[column]
-        if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
-            continue
-        parsed = _parses_as_numbers(values)
-        bad = values[parsed.isna() & values.notna()]
-        if len(bad):
-            problems.append(
-                f"column '{column}' should be numeric but {len(bad)} values are not numbers "
-                f"(e.g. {_examples(bad)})"
-            )
-        frame[column] = parsed
+        if not pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
+            parsed = _parses_as_numbers(values)
+            bad = values[parsed.isna() & values.notna()]
+            if len(bad):
+                problems.append(
+                    f"column '{column}' should be numeric but {len(bad)} values are not numbers "
+                    f"(e.g. {_examples(bad)})"
+                )
+            frame[column] = parsed
+        infinite = int(np.isinf(frame[column].to_numpy(dtype="float64", na_value=np.nan)).sum())
+        if infinite:
+            problems.append(f"column '{column}' has {infinite} infinite values (inf or -inf)")
     if config.time_column and config.time_column in frame.columns:
         parsed_time = pd.to_datetime(frame[config.time_column], errors="coerce")
         bad = frame[config.time_column][parsed_time.isna()]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import socket
 import subprocess
 import sys
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -302,6 +304,42 @@ def test_binary_file(store: Store, tmp_path: Path) -> None:
         str(binary),
         expect=[f"The data file {binary} is binary, not CSV text", "Use a .csv or .parquet file"],
     )
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        bytes(random.Random(0).getrandbits(8) or 1 for _ in range(4096)),  # random bytes, no NUL
+        synthetic_frame().rename(columns={"color": "col\u00e9r"}).to_csv(index=False).encode("latin-1"),
+    ],
+    ids=["random-bytes", "latin-1-header"],
+)
+def test_file_that_is_not_utf8_text(store: Store, tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "data.csv"
+    path.write_bytes(content)
+    run_bad(
+        store,
+        "--config",
+        str(store.config),
+        "--data",
+        str(path),
+        expect=[f"The data file {path} is not UTF-8 text", "Save the file as UTF-8 CSV"],
+    )
+
+
+def test_excel_utf8_export_with_a_byte_order_mark_is_read(store: Store, tmp_path: Path) -> None:
+    path = tmp_path / "excel.csv"
+    path.write_bytes(b"\xef\xbb\xbf" + synthetic_frame().to_csv(index=False).encode())
+    result = invoke("--config", str(store.config), "--data", str(path), "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout.strip().splitlines()[-1])["model_name"] == MODEL
+
+
+@pytest.mark.parametrize("column", ["x2", "y"], ids=["feature", "target"])
+def test_infinite_values(store: Store, tmp_path: Path, column: str) -> None:
+    frame = synthetic_frame()
+    frame.loc[[3, 7], column] = [np.inf, -np.inf]
+    bad_data(store, tmp_path, frame, f"column '{column}' has 2 infinite values (inf or -inf)", DATA_FIX)
 
 
 def test_corrupt_parquet_file(store: Store, tmp_path: Path) -> None:

@@ -165,3 +165,10 @@ def test_batch_from_a_sql_query(trained, tmp_path: Path) -> None:
     result = drift_check_flow(trained, source)
     assert result.batch_rows == 300
     assert "x1" in result.drifted_columns
+
+
+def test_infinite_values_in_a_batch_are_bad_input(trained, tmp_path: Path) -> None:
+    batch = synthetic_frame(rows=300, seed=4)
+    batch.loc[5, "x1"] = float("inf")
+    with pytest.raises(DataError, match=r"column 'x1' has 1 infinite values \(inf or -inf\)"):
+        drift_check_flow(trained, DataConfig(source=str(write(batch, tmp_path / "batch.csv"))))

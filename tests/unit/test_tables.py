@@ -123,7 +123,7 @@ def test_parquet_suffix_on_text_file(tmp_path: Path) -> None:
 def test_non_utf8_csv(tmp_path: Path) -> None:
     path = tmp_path / "latin.csv"
     path.write_bytes("name,v\ncaf\xe9,1\n".encode("latin-1"))
-    with pytest.raises(DataError, match=r"cannot be read \(UnicodeDecodeError"):
+    with pytest.raises(DataError, match=r"is not UTF-8 text: it has bytes UTF-8 cannot read"):
         read_file(path)
 
 
