@@ -34,10 +34,14 @@ class OpensAFile:
         return (open, (str(self.marker), "w"))
 
 
-def plant(mlflow_store: str, name: str, tmp_path: Path, payload: str) -> None:
-    """Copy the champion's model files, swap in `payload`, register them and move `champion` there."""
+def plant(mlflow_store: str, name: str, tmp_path: Path, payload: str) -> str:
+    """Copy version 1's model files, swap in `payload`, register them and move `champion` there.
+
+    Returns:
+        The planted version.
+    """
     client = MlflowClient(mlflow_store)
-    champion = client.get_model_version_by_alias(name, "champion")
+    champion = client.get_model_version(name, "1")
     files = Path(
         mlflow.artifacts.download_artifacts(
             f"models:/{name}/{champion.version}", dst_path=str(tmp_path / "m")
@@ -61,26 +65,27 @@ def plant(mlflow_store: str, name: str, tmp_path: Path, payload: str) -> None:
     source = f"{client.get_run(champion.run_id).info.artifact_uri}/planted"
     version = client.create_model_version(name, source, run_id=champion.run_id, tags=dict(champion.tags))
     client.set_registered_model_alias(name, "champion", version.version)
+    return str(version.version)
 
 
-@pytest.mark.parametrize("payload", ["pickle", "skops"])
-def test_a_planted_champion_is_refused_and_its_payload_never_runs(
-    mlflow_store: str, tmp_path: Path, payload: str
-) -> None:
+def test_a_planted_champion_is_refused_and_its_payload_never_runs(mlflow_store: str, tmp_path: Path) -> None:
     source = tmp_path / "history.csv"
     synthetic_frame(rows=600, seed=1).to_csv(source, index=False)
-    config = make_config(source, name=f"planted-{payload}", candidates=FAST)
+    config = make_config(source, name="planted", candidates=FAST)
     assert retrain_flow(config).promoted is True
-    plant(mlflow_store, config.name, tmp_path, payload)
     batch = tmp_path / "batch.csv"
     synthetic_frame(rows=200, seed=2).to_csv(batch, index=False)
-
-    with pytest.raises(BadInputError) as checked:
-        drift_check_flow(config, DataConfig(source=str(batch)))
-    with pytest.raises(BadInputError) as retrained:
-        retrain_flow(config)  # the challenger is compared with the champion: also refused
-    for refusal in (checked.value.message, retrained.value.message):
-        assert f"Version 2 of model 'planted-{payload}'" in refusal
-        assert ("not skops" if payload == "pickle" else "posix.system") in refusal
-    assert not (tmp_path / "pwned").exists()
-    assert str(MlflowClient(mlflow_store).get_model_version_by_alias(config.name, "champion").version) == "2"
+    for payload in ("pickle", "skops"):
+        version = plant(mlflow_store, config.name, tmp_path / payload, payload)
+        with pytest.raises(BadInputError) as checked:
+            drift_check_flow(config, DataConfig(source=str(batch)))
+        with pytest.raises(BadInputError) as retrained:
+            retrain_flow(config)  # the challenger is compared with the champion: also refused
+        for refusal in (checked.value.message, retrained.value.message):
+            assert f"Version {version} of model 'planted'" in refusal
+            assert ("not skops" if payload == "pickle" else "posix.system") in refusal
+        assert not (tmp_path / payload / "pwned").exists()
+        assert (
+            str(MlflowClient(mlflow_store).get_model_version_by_alias(config.name, "champion").version)
+            == version
+        )
