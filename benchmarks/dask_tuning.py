@@ -32,7 +32,7 @@ def timed_tuning(raw: dict[str, Any]) -> tuple[float, list[tuple[str, float]]]:
 
     from core.config import parse_config
     from core.features import build_preprocessor
-    from core.search import tuning_data
+    from core.search import TuningData
     from core.split import split_frame
     from core.validation import validate_table
     from flows.tuning import tune_candidates
@@ -48,7 +48,7 @@ def timed_tuning(raw: dict[str, Any]) -> tuple[float, list[tuple[str, float]]]:
         splits = split_frame(frame, config)
         preprocessor = build_preprocessor(schema).fit(splits.train[schema.features])
         started = time.perf_counter()
-        rows = tuning_data(splits.train, splits.validation, preprocessor, schema)
+        rows = TuningData(splits.train, splits.validation, preprocessor, schema)
         results = tune_candidates(rows, config)
         elapsed = time.perf_counter() - started
         return elapsed, sorted((str(t.params), round(t.score, 6)) for r in results for t in r.trials)

@@ -26,7 +26,7 @@ from core.features import build_preprocessor, probe_calendar
 from core.metrics import score
 from core.results import BacktestSummary, PolicyResult
 from core.search import best_of, search
-from core.split import split_frame
+from core.split import Splits, split_frame
 from core.validation import DataSchema
 
 _DURATION = re.compile(r"^(\d+)([hdw])$")
@@ -153,9 +153,11 @@ def plan_windows(
     return begin, list(zip(edges[:-1], edges[1:], strict=False))
 
 
-def tune_spec(history: pd.DataFrame, schema: DataSchema, config: PipelineConfig) -> ModelSpec:
-    """Tune every candidate on a split of `history`, as the retraining flow does."""
-    splits = split_frame(history, config)
+def tune_spec(
+    history: pd.DataFrame, schema: DataSchema, config: PipelineConfig, splits: Splits | None = None
+) -> ModelSpec:
+    """Tune every candidate on a split of `history` (`splits` when already cut), as the flow does."""
+    splits = splits or split_frame(history, config)
     preprocessor = build_preprocessor(schema)
     results = search(splits.train, splits.validation, preprocessor, schema, config)
     best = best_of(results, config.greater_is_better)
@@ -219,7 +221,7 @@ def replay(
     # Calendar features are chosen once, on the first history, as the retraining flow does
     first_split = split_frame(history, config)
     schema, _ = probe_calendar(first_split.train, first_split.validation, schema, config)
-    spec = tune_spec(history, schema, config)
+    spec = tune_spec(history, schema, config, first_split)
     started = time.perf_counter()
     first_model = fit_model(history, schema, config, spec.candidate, spec.params)
     first_seconds = time.perf_counter() - started

@@ -52,9 +52,22 @@ def score(model: Pipeline, frame: pd.DataFrame, schema: DataSchema, task_kind: s
     features, y_true = frame[schema.model_inputs], frame[schema.target]
     predictions = model.predict(features)
     if task_kind == "regression":
-        return regression_metrics(y_true, predictions)
+        return metrics_of(task_kind, y_true, predictions)
     proba = model.predict_proba(features) if hasattr(model, "predict_proba") else None
-    return classification_metrics(y_true, predictions, proba, model.classes_)
+    return metrics_of(task_kind, y_true, predictions, proba, model.classes_)
+
+
+def metrics_of(
+    task_kind: str,
+    y_true: pd.Series,
+    predictions: np.ndarray,
+    proba: np.ndarray | None = None,
+    classes: np.ndarray | None = None,
+) -> dict[str, float]:
+    """All metrics of predictions (with class probabilities for classifiers) against the labels."""
+    if task_kind == "regression":
+        return regression_metrics(y_true, predictions)
+    return classification_metrics(y_true, predictions, proba, classes)
 
 
 def is_better(candidate: float, reference: float, greater_is_better: bool) -> bool:

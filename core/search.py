@@ -31,7 +31,7 @@ from sklearn.pipeline import Pipeline
 
 from core.catalogue import ITERATIONS_PARAM, fit_candidate, make_estimator, search_space
 from core.config import PipelineConfig, TuningConfig
-from core.metrics import classification_metrics, is_better, regression_metrics, score
+from core.metrics import is_better, metrics_of, score
 from core.validation import DataSchema
 
 # Boosting stops after this many iterations without a lower loss on the validation window.
@@ -91,7 +91,8 @@ class TuneResult:
 
 @dataclass(frozen=True)
 class TuningData:
-    """What every trial reads: the training rows in time order, the validation window, the features."""
+    """What every trial reads: the training rows in time order (rounds take their tail), the
+    validation window and the features. The test window is never part of it."""
 
     train: pd.DataFrame
     validation: pd.DataFrame
@@ -130,16 +131,6 @@ def halving_schedule(
         (count, full_rows if index == last else round(first * (full_rows / first) ** (index / last)))
         for index, count in enumerate(kept)
     ]
-
-
-def tuning_data(
-    train: pd.DataFrame, validation: pd.DataFrame, preprocessor: ColumnTransformer, schema: DataSchema
-) -> TuningData:
-    """What the trials read; `train` in time order when there is a time column (rounds take its tail).
-
-    The test window is never part of it.
-    """
-    return TuningData(train, validation, preprocessor, schema)
 
 
 @contextmanager
@@ -218,9 +209,9 @@ def best_iteration(
         stages = estimator.staged_predict_proba(features)
     output = next(itertools.islice(stages, iterations - 1, None))
     if config.task == "regression":
-        return iterations, regression_metrics(labels, output)[metric]
+        return iterations, metrics_of(config.task, labels, output)[metric]
     predicted = estimator.classes_[output.argmax(axis=1)]
-    return iterations, classification_metrics(labels, predicted, output, estimator.classes_)[metric]
+    return iterations, metrics_of(config.task, labels, predicted, output, estimator.classes_)[metric]
 
 
 def halving_search(full_rows: int, config: PipelineConfig, run_round: RoundRunner) -> list[TuneResult]:
@@ -287,7 +278,7 @@ def search(
     config: PipelineConfig,
 ) -> list[TuneResult]:
     """Tune every candidate in this thread, one trial after another (no orchestrator needed)."""
-    data = tuning_data(train, validation, preprocessor, schema)
+    data = TuningData(train, validation, preprocessor, schema)
     return halving_search(
         len(data.train), config, lambda specs: [fit_and_score(data, config, spec) for spec in specs]
     )

@@ -186,7 +186,7 @@ def file_header(path: Path) -> list[str]:
         raise DataError(
             f"The data file {path} is not UTF-8 text: it has bytes UTF-8 cannot read (a Latin-1 or "
             "other legacy export, or not a CSV file at all)",
-            "Save the file as UTF-8 CSV (\"CSV UTF-8\" in Excel) and run again.",
+            'Save the file as UTF-8 CSV ("CSV UTF-8" in Excel) and run again.',
         ) from None
 
 

@@ -13,7 +13,7 @@ from sklearn.pipeline import Pipeline
 
 from core.config import PipelineConfig
 from core.results import RetrainSummary, leaderboard
-from core.search import TuneResult, best_of, tuning_data
+from core.search import TuneResult, TuningData, best_of
 from core.split import Splits
 from core.tables import columns_to_read, fingerprint
 from core.validation import DataSchema
@@ -113,7 +113,7 @@ def train_models(
         settings, run_id, splits.train_full, config.mlflow.reference_rows, config.tuning.seed
     )
     baseline_on_train = train_baseline(splits.train, schema, config.task)
-    tuning_rows = tuning_data(splits.train, splits.validation, data.preprocessor, schema)
+    tuning_rows = TuningData(splits.train, splits.validation, data.preprocessor, schema)
     started = time.perf_counter()
     results = tune_candidates(tuning_rows, config)
     tuning_seconds = time.perf_counter() - started

@@ -116,6 +116,22 @@ def synthetic_frame(rows: int = 400, seed: int = 0, task: str = "regression") ->
     )
 
 
+def hourly_frame(rows: int = 3000, seed: int = 0, signal: bool = True) -> pd.DataFrame:
+    """Hourly rows whose target follows the hour of day (when `signal`) plus a weak feature."""
+    rng = np.random.default_rng(seed)
+    times = pd.date_range("2024-01-01", periods=rows, freq="h")
+    x1 = rng.normal(size=rows)
+    hourly = 10 * np.sin(2 * np.pi * times.hour / 24) if signal else 0.0
+    return pd.DataFrame(
+        {
+            "day": times.strftime("%Y-%m-%d %H:%M:%S"),
+            "x1": x1,
+            "color": rng.choice(["red", "blue"], size=rows),
+            "y": hourly + x1 + rng.normal(scale=0.5, size=rows),
+        }
+    )
+
+
 def received_events(event: str, resource_id: str, timeout: float = 15.0, expect: bool = True) -> list[dict]:
     """Events the Prefect API really stored (read back through its /events/filter endpoint).
 

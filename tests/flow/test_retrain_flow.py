@@ -9,7 +9,6 @@ from typing import Any
 from uuid import UUID
 
 import mlflow
-import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -23,7 +22,7 @@ from prefect.client.schemas.filters import (
 )
 from prefect.client.schemas.objects import StateType
 
-from conftest import make_config, synthetic_frame
+from conftest import hourly_frame, make_config, synthetic_frame
 from core.errors import DataError
 from flows.retrain import retrain_flow
 
@@ -312,17 +311,7 @@ def test_model_trained_on_compact_types_serves_ordinary_frames(mlflow_store: str
 
 
 def test_calendar_model_serves_the_time_column_as_read_from_csv(mlflow_store: str, tmp_path: Path) -> None:
-    rng = np.random.default_rng(4)
-    times = pd.date_range("2024-01-01", periods=1500, freq="h")
-    x1 = rng.normal(size=len(times))
-    frame = pd.DataFrame(
-        {
-            "day": times.strftime("%Y-%m-%d %H:%M:%S"),
-            "x1": x1,
-            "color": rng.choice(["red", "blue"], size=len(times)),
-            "y": 10 * np.sin(2 * np.pi * times.hour / 24) + x1 + rng.normal(scale=0.5, size=len(times)),
-        }
-    )
+    frame = hourly_frame(rows=1500, seed=4)  # y follows the hour of day
     csv = write_csv(frame, tmp_path / "hourly.csv")
     summary = retrain_flow(
         fast_config(csv, candidates={"hist_gradient_boosting": {"params": {"max_iter": 100}}})

@@ -7,27 +7,11 @@ from dataclasses import replace
 import numpy as np
 import pandas as pd
 
-from conftest import make_config
+from conftest import hourly_frame, make_config
 from core.features import build_preprocessor, calendar_features, probe_calendar
 from core.validation import DataSchema, validate_table
 
 SCHEMA = DataSchema("y", ["x1"], ["color"], "day")
-
-
-def hourly_frame(rows: int = 3000, seed: int = 0, signal: bool = True) -> pd.DataFrame:
-    """Hourly rows whose target follows the hour of day (when `signal`) plus a weak feature."""
-    rng = np.random.default_rng(seed)
-    times = pd.date_range("2024-01-01", periods=rows, freq="h")
-    x1 = rng.normal(size=rows)
-    hourly = 10 * np.sin(2 * np.pi * times.hour / 24) if signal else 0.0
-    return pd.DataFrame(
-        {
-            "day": times.strftime("%Y-%m-%d %H:%M:%S"),
-            "x1": x1,
-            "color": rng.choice(["red", "blue"], size=rows),
-            "y": hourly + x1 + rng.normal(scale=0.5, size=rows),
-        }
-    )
 
 
 def test_calendar_features_read_text_and_datetimes_alike_and_repeat_each_period() -> None:

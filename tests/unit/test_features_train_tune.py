@@ -21,13 +21,13 @@ from core.metrics import classification_metrics, is_better, regression_metrics, 
 from core.search import (
     BOOSTING_PATIENCE,
     TuneResult,
+    TuningData,
     best_iteration,
     best_of,
     fit_with_early_stopping,
     halving_schedule,
     sample_configurations,
     search,
-    tuning_data,
 )
 from core.validation import DataSchema
 from tasks.train import train_baseline
@@ -357,7 +357,7 @@ def test_boosting_chooses_its_iterations_on_validation() -> None:
 
 def test_boosting_stops_growing_when_validation_stops_improving() -> None:
     train, validation, config = boosting_split()
-    data = tuning_data(train, validation, build_preprocessor(SCHEMA), SCHEMA)
+    data = TuningData(train, validation, build_preprocessor(SCHEMA), SCHEMA)
     params = {"max_iter": 400, "min_samples_leaf": 5, "learning_rate": 0.5}
     model = fit_with_early_stopping(train, data, config, "hist_gradient_boosting", params)
     iterations, _ = best_iteration(model, validation, SCHEMA, config)
