@@ -18,6 +18,8 @@ from cli.render import fail, print_drift_summary, print_json, print_summary
 from core.backtest import BacktestPlan
 from core.config import DataConfig, PipelineConfig, load_config, parse_config
 from core.errors import BadInputError
+from core.secrets import redact_url
+from tasks.redaction import protect_secrets
 from tasks.settings import Settings
 
 app = typer.Typer(
@@ -78,7 +80,7 @@ def with_dask(config: PipelineConfig, address: str | None, workers: int | None) 
     """Apply `--dask-address` / `--dask-workers`: tuning trials run on that Dask cluster."""
     if not (address or workers):
         return config
-    raw = config.model_dump(mode="json")
+    raw = config.model_dump()
     raw["tuning"].update(runner="dask", dask_address=address, dask_workers=workers)
     return parse_config(raw, "given with --dask-address / --dask-workers")
 
@@ -86,7 +88,9 @@ def with_dask(config: PipelineConfig, address: str | None, workers: int | None) 
 def prepare(config_path: Path, data: str | None, debug: bool) -> PipelineConfig:
     """Local defaults, then the validated config (exit 2 on a bad one)."""
     use_local_defaults()
-    return run_guarded(lambda: load(config_path, data), debug)
+    config = run_guarded(lambda: load(config_path, data), debug)
+    protect_secrets(config)
+    return config
 
 
 def run_flow(call: Callable[[], Result], debug: bool) -> Result:
@@ -208,8 +212,8 @@ def serve(
         from deployments import build_deployments
 
         deployments = build_deployments(pipeline_config)
-        console.print(f"Prefect dashboard: {api_url.removesuffix('/api')}", highlight=False)
-        console.print(f"MLflow tracking: {settings.tracking_uri}", highlight=False)
+        console.print(f"Prefect dashboard: {redact_url(api_url.removesuffix('/api'))}", highlight=False)
+        console.print(f"MLflow tracking: {redact_url(settings.tracking_uri)}", highlight=False)
         try:
             prefect_serve(*deployments)
         except KeyboardInterrupt:
@@ -241,7 +245,8 @@ def dashboard(
             else stack.enter_context(local_mlflow_ui(settings, mlflow_port))
         )
         console.print(
-            f"Prefect UI: {api_url.removesuffix('/api')}\nMLflow UI:  {mlflow_url}", highlight=False
+            f"Prefect UI: {redact_url(api_url.removesuffix('/api'))}\nMLflow UI:  {redact_url(mlflow_url)}",
+            highlight=False,
         )
         try:
             while True:

@@ -13,6 +13,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from core.results import DriftSummary, RetrainSummary, json_view
+from core.secrets import redact_url
+from tasks.redaction import mask_known
 
 
 def fail(message: str, code: int, debug: bool) -> None:
@@ -21,7 +23,7 @@ def fail(message: str, code: int, debug: bool) -> None:
     if debug:
         console.print_exception()
     # The message is plain text: a column such as `temp[c]` must not be read as console markup.
-    console.print(f"[bold red]Error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    console.print(f"[bold red]Error:[/] {escape(mask_known(message))}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -58,7 +60,7 @@ def print_summary(result: RetrainSummary, tracking_uri: str) -> None:
     console.print(f"{verdict} {result.model_name} v{result.model_version}: {result.decision}")
     console.print(f"Search: {result.trials} trials in {result.tuning_seconds:.1f} s", highlight=False)
     console.print(
-        f"MLflow: run {result.mlflow_run_id} in {tracking_uri}\n"
+        f"MLflow: run {result.mlflow_run_id} in {redact_url(tracking_uri)}\n"
         f"Prefect: flow run {result.prefect_flow_run_id}\n"
         "See both in the dashboards: `retrain dashboard` (or `make dashboard`).",
         highlight=False,

@@ -15,10 +15,19 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_serializer,
+    field_validator,
+    model_validator,
+)
 
 from core.catalogue import CATALOGUE
 from core.errors import ConfigError
+from core.secrets import ENV_PATTERN, redact_url
 
 REGRESSION_METRICS = {"rmse": "minimize", "mae": "minimize", "mape": "minimize", "r2": "maximize"}
 CLASSIFICATION_METRICS = {
@@ -32,7 +41,6 @@ CANDIDATES = {task_kind: tuple(algorithms) for task_kind, algorithms in CATALOGU
 # Settings of when runs happen, not of what a run computes: left out of the config's fingerprint, so
 # moving a schedule does not change the lineage of the models.
 SCHEDULING_KEYS = {"schedule": None, "drift": ("cron", "cooldown_hours")}
-_ENV_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
 class _Section(BaseModel):
@@ -58,6 +66,11 @@ class DataConfig(_Section):
     memory_limit_mb: int | None = Field(
         None, ge=1, description="Refuse a file needing more memory than this (default: what is available)."
     )
+
+    @field_serializer("source", "query", when_used="json")
+    def _mask_credentials(self, value: str | None) -> str | None:
+        # JSON is what leaves the process (Prefect parameters, MLflow artifacts): never a password.
+        return redact_url(value) if value else value
 
     @property
     def is_sql(self) -> bool:
@@ -263,12 +276,8 @@ class PipelineConfig(_Section):
         return self.metric.direction == "maximize"
 
     def redacted(self) -> dict[str, Any]:
-        """The config as a dict with secrets (URL passwords, env values) masked, safe to log."""
-        data = self.model_dump(mode="json")
-        for key in ("source", "query"):
-            if data["data"][key]:
-                data["data"][key] = redact_url(data["data"][key])
-        return data
+        """The config as a dict with URL credentials masked, safe to log (`${VAR}` stay as written)."""
+        return self.model_dump(mode="json")
 
     def fingerprint(self) -> str:
         """sha256 of the redacted config without its scheduling keys, stable across key order."""
@@ -282,19 +291,9 @@ class PipelineConfig(_Section):
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
 
-def redact_url(url: str) -> str:
-    """Mask the password in a URL such as `postgresql://user:secret@host/db`."""
-    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
-
-
 def missing_env(text: str, environ: Mapping[str, str]) -> list[str]:
     """Names of `${VAR}` references in `text` that `environ` does not define."""
-    return sorted({m for m in _ENV_PATTERN.findall(text) if m not in environ})
-
-
-def secret_values(text: str, environ: Mapping[str, str]) -> list[str]:
-    """The values that `${VAR}` references in `text` expand to in `environ` (to mask them)."""
-    return [environ[m] for m in _ENV_PATTERN.findall(text) if environ.get(m)]
+    return sorted({m for m in ENV_PATTERN.findall(text) if m not in environ})
 
 
 def expand_env(text: str, environ: Mapping[str, str], where: str = "the config") -> str:
@@ -309,7 +308,7 @@ def expand_env(text: str, environ: Mapping[str, str], where: str = "the config")
             f"{where} refers to environment variables that are not set: {', '.join(missing)}",
             "Export them before running (secrets belong in the environment, not in the file).",
         )
-    return _ENV_PATTERN.sub(lambda m: environ[m.group(1)], text)
+    return ENV_PATTERN.sub(lambda m: environ[m.group(1)], text)
 
 
 def parse_config(raw: dict[str, Any], source_name: str = "config") -> PipelineConfig:

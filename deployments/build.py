@@ -22,6 +22,7 @@ from prefect.events.schemas.deployment_triggers import DeploymentEventTrigger
 from prefect.schedules import Cron
 
 from core.config import PipelineConfig
+from core.errors import ConfigError
 from flows.drift import drift_check_flow
 from flows.retrain import retrain_flow
 from tasks.publish import DRIFT_EVENT, model_resource_id
@@ -52,6 +53,12 @@ def build_deployments(config: PipelineConfig) -> list[RunnerDeployment]:
     """The scheduled, drift-check and drift-triggered deployments for `config`."""
     names = deployment_names(config.name)
     parameters: dict[str, Any] = {"config": config.model_dump(mode="json")}
+    if parameters["config"]["data"] != config.data.model_dump():
+        raise ConfigError(
+            "data.source or data.query holds a literal password or token, and a deployment stores its "
+            "parameters in Prefect, where it would be masked and the runs could not connect",
+            "Put the secret in an environment variable of the worker and write ${VAR} in its place.",
+        )
     tags = ["retrain", config.name]
     return [
         retrain_flow.to_deployment(

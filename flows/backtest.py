@@ -14,6 +14,7 @@ from core.results import BacktestSummary
 from core.tables import columns_to_read
 from tasks.backtest import run_replay, save_outputs
 from tasks.ingest import ingest
+from tasks.redaction import protect_secrets
 from tasks.settings import Settings
 from tasks.tracking import log_values, tracked_run
 from tasks.validate import validate
@@ -31,6 +32,7 @@ def backtest_flow(config: PipelineConfig, plan: BacktestPlan | None = None) -> B
         The metric, per-policy mean metric, retrains and training seconds, and the output paths.
     """
     plan = plan or BacktestPlan()
+    protect_secrets(config)
     settings = Settings.from_environment()
     tags = {"prefect_flow_run_id": str(flow_run.id or ""), "policies": plan.policies, "step": plan.step}
     with tracked_run(

@@ -20,6 +20,7 @@ from tasks.monitoring import (
     require_champion,
 )
 from tasks.publish import emit_drift_event, publish_drift_summary
+from tasks.redaction import protect_secrets
 from tasks.registry import find_champion
 from tasks.settings import Settings
 from tasks.validate import validate
@@ -36,6 +37,7 @@ def drift_check_flow(config: PipelineConfig, current: DataConfig | None = None) 
     Returns:
         The verdict with its reasons, per-column scores, performance, report and alert status.
     """
+    protect_secrets(config)
     settings = Settings.from_environment()
     # The champion and exactly what it was trained on
     champion = require_champion(settings, find_champion(settings, config.name), config.name)

@@ -23,6 +23,7 @@ from tasks.features import fit_features
 from tasks.ingest import ingest
 from tasks.promote import compare
 from tasks.publish import publish_summary
+from tasks.redaction import protect_secrets
 from tasks.registry import ChampionInfo, find_champion, promote, register_model, score_champion
 from tasks.settings import Settings
 from tasks.split import split
@@ -65,6 +66,7 @@ def retrain_flow(config: PipelineConfig, trigger: str = "manual") -> RetrainSumm
     Returns:
         The run summary: promotion, metrics of challenger, baseline and champion, and run ids.
     """
+    protect_secrets(config)
     settings = Settings.from_environment()
     flow_run_id = str(flow_run.id) if flow_run.id else None
     tags = {"prefect_flow_run_id": flow_run_id or "", "trigger": trigger[:5000]}

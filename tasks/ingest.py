@@ -15,8 +15,9 @@ from pathlib import Path
 import pandas as pd
 from prefect import task
 
-from core.config import DataConfig, expand_env, redact_url, secret_values
-from core.errors import DataError
+from core.config import DataConfig, expand_env
+from core.errors import BadInputError, DataError
+from core.secrets import mask, redact_url, secret_values
 from core.tables import ColumnFilter, compact, read_file, sha256_of, zip_member
 from tasks.options import io_edge_options
 from tasks.settings import Settings
@@ -79,9 +80,7 @@ def read_sql(data: DataConfig, columns: ColumnFilter) -> pd.DataFrame:
         finally:
             engine.dispose()
     except (sa.exc.SQLAlchemyError, ImportError, ValueError) as exc:  # ValueError: malformed URL
-        message = str(exc).split("\n")[0][:300].replace(url, redact_url(url))
-        for value in secret_values(data.source, os.environ):
-            message = message.replace(value, "***")
+        message = mask(str(exc).split("\n")[0][:300].replace(url, redact_url(url)))
         raise DataError(
             f"Reading from {redact_url(data.source)} failed: {message}",
             "Check the database URL, its driver, credentials (from ${VAR}) and the query.",
@@ -90,18 +89,36 @@ def read_sql(data: DataConfig, columns: ColumnFilter) -> pd.DataFrame:
     return compact(frame, columns.protect) if data.compact_dtypes else frame
 
 
+class SourceReadError(RuntimeError):
+    """Reading the source failed for a reason that is not the user's input (retried)."""
+
+
 def load_table(
     data: DataConfig, columns: ColumnFilter | None = None, settings: Settings | None = None
 ) -> pd.DataFrame:
     """Read the configured source into a DataFrame (the plain function behind `ingest`).
+
+    Every error leaves here with the source's secrets masked (the `${VAR}` values it expands to
+    and URL credentials) and without the original exception chained: Prefect stores the message
+    in its states, logs and events.
 
     Args:
         data: The `data` section of the config.
         columns: Which columns to read (default: all).
         settings: Where the download cache is (default: read from the environment now).
     """
-    columns = columns or ColumnFilter()
-    cache_dir = (settings or Settings.from_environment()).cache_dir
+    secrets = secret_values(f"{data.source} {data.query or ''}", os.environ)
+    try:
+        return read_source(data, columns or ColumnFilter(), settings or Settings.from_environment())
+    except BadInputError as exc:
+        raise type(exc)([mask(p, secrets) for p in exc.problems], mask(exc.fix, secrets)) from None
+    except Exception as exc:  # noqa: BLE001 - any failure may quote the expanded source
+        raise SourceReadError(mask(f"{type(exc).__name__}: {exc}", secrets)) from None
+
+
+def read_source(data: DataConfig, columns: ColumnFilter, settings: Settings) -> pd.DataFrame:
+    """Expand the source's `${VAR}` values and read it (unmasked errors: see `load_table`)."""
+    cache_dir = settings.cache_dir
     if data.is_sql:
         return read_sql(data, columns)
     source = expand_env(data.source, os.environ, "data.source")

@@ -16,6 +16,7 @@ from core.drift import ColumnDrift, performance_decay
 from core.errors import BadInputError
 from core.metrics import score
 from core.results import BatchPerformance, DriftSummary
+from core.secrets import redact_url
 from core.validation import DataSchema
 from tasks.options import io_edge_options
 from tasks.registry import ChampionInfo, load_champion_model
@@ -28,7 +29,7 @@ def require_champion(settings: Settings, champion: ChampionInfo | None, name: st
     if champion is None:
         raise BadInputError(
             f"No champion is registered for model '{name}' (no `models:/{name}@champion` in "
-            f"{settings.tracking_uri})",
+            f"{redact_url(settings.tracking_uri)})",
             "Train one first with `retrain run --config <file>`, then check drift against it.",
         )
     return champion

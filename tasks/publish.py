@@ -12,6 +12,7 @@ from prefect.cache_policies import NO_CACHE
 from core.config import PipelineConfig
 from core.drift import DriftVerdict, in_cooldown
 from core.results import DriftSummary, RetrainSummary, artifact_key, decision_markdown, drift_markdown
+from core.secrets import redact_url
 
 DRIFT_EVENT = "retrain.drift.detected"
 
@@ -77,7 +78,7 @@ def emit_drift_event(
             "event sent to Prefect's ephemeral API, which stops with this process: no deployment will see it"
         )
     else:
-        note = f"event {event.id} sent to {target}"
+        note = f"event {event.id} sent to {redact_url(target)}"
     logger.info(note)
     return ("sent" if event is not None else "not-sent"), note
 

@@ -8,8 +8,9 @@ import os
 import pytest
 import yaml
 
-from conftest import REPO
+from conftest import REPO, make_config
 from core.config import load_config, parse_config
+from core.errors import ConfigError
 from deployments import build_deployments, deployment_names
 
 CONFIG = REPO / "configs" / "bike_sharing.yaml"
@@ -93,3 +94,12 @@ def test_trigger_template_renders_the_reasons() -> None:
         TRIGGER_TEMPLATE, {"event": {"payload": {"reasons": ["7 of 12 features drifted", "decay 111%"]}}}
     )
     assert rendered == "drift alert: 7 of 12 features drifted; decay 111%"
+
+
+def test_a_literal_password_is_refused_and_a_placeholder_kept() -> None:
+    literal = make_config("unused", data={"source": "postgresql://u:hunter22@db/x", "table": "t"})
+    with pytest.raises(ConfigError, match="literal password"):
+        build_deployments(literal)
+    placeholder = make_config("unused", data={"source": "postgresql://u:${DB_PW}@db/x", "table": "t"})
+    stored = build_deployments(placeholder)[0].parameters["config"]
+    assert stored["data"]["source"] == "postgresql://u:${DB_PW}@db/x"

@@ -8,8 +8,9 @@ from typing import Any
 
 import pytest
 
-from core.config import CANDIDATES, CandidateConfig, expand_env, load_config, parse_config, redact_url
+from core.config import CANDIDATES, CandidateConfig, expand_env, load_config, parse_config
 from core.errors import BadInputError, ConfigError
+from core.secrets import redact_url
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -345,7 +345,7 @@ def test_malformed_sql_url_is_a_data_error(monkeypatch: pytest.MonkeyPatch) -> N
     with pytest.raises(DataError) as info:
         load_table(DataConfig(source=source, table="t"))
     assert "malformed-secret-42" not in str(info.value)
-    assert "postgres:***@127.0.0.1" in str(info.value)
+    assert "postgres:${PGTEST_PASSWORD}@127.0.0.1" in str(info.value)
 
 
 @pytest.mark.filterwarnings("ignore:Query string argument")
@@ -405,7 +405,7 @@ def test_postgres_table_and_query(postgres_db: str, monkeypatch: pytest.MonkeyPa
     message = str(info.value)
     assert secret not in message
     assert 'relation "missing_***" does not exist' in message
-    assert f"postgres:***@127.0.0.1:5432/{postgres_db}" in message
+    assert f"postgres:${{PGTEST_PASSWORD}}@127.0.0.1:5432/{postgres_db}" in message
 
 
 # --- fingerprint -----------------------------------------------------------------------------

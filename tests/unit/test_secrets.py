@@ -1,0 +1,51 @@
+"""Unit tests of `core/secrets.py` and the redaction filter: what is masked, and what is kept."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from core.secrets import mask, redact_url, secret_values, url_passwords
+from tasks.redaction import MaskSecrets
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("postgresql://u:pw@h/db", "postgresql://u:***@h/db"),
+        ("postgresql://u:${PW}@h/db", "postgresql://u:${PW}@h/db"),
+        ("https://h/a.csv?token=abc&x=1", "https://h/a.csv?token=***&x=1"),
+        ("https://h/a.csv?api_key=${KEY}", "https://h/a.csv?api_key=${KEY}"),
+        (
+            "https://h/a?X-Amz-Signature=d&X-Amz-Credential=A",
+            "https://h/a?X-Amz-Signature=***&X-Amz-Credential=***",
+        ),
+        ("sqlite:////tmp/x.db", "sqlite:////tmp/x.db"),
+        ("https://h/a.csv?page=2", "https://h/a.csv?page=2"),
+    ],
+)
+def test_redact_url_masks_literal_credentials_and_keeps_placeholders(url: str, shown: str) -> None:
+    assert redact_url(url) == shown
+
+
+def test_mask_replaces_expanded_values_anywhere_longest_first() -> None:
+    secrets = secret_values("${A}/${B}", {"A": "tok", "B": "tokensecret"})
+    assert secrets == ["tok", "tokensecret"]
+    # "tok" is too short to mask without hiding ordinary words; the long one is masked whole.
+    assert mask("GET /tokensecret/x failed", secrets) == "GET /***/x failed"
+    assert url_passwords("a postgresql://u:p4ss@h/db and mysql://v:w0rd@h") == ["p4ss", "w0rd"]
+
+
+def test_filter_masks_message_arguments_and_traceback() -> None:
+    masking = MaskSecrets()
+    masking.secrets.add("hunter22")
+    try:
+        raise RuntimeError("bad password hunter22")
+    except RuntimeError:
+        import sys
+
+        record = logging.LogRecord("x", logging.ERROR, __file__, 1, "login %s", ("hunter22",), sys.exc_info())
+    assert masking.filter(record)
+    assert record.getMessage() == "login ***"
+    assert "hunter22" not in record.exc_text and "bad password ***" in record.exc_text
