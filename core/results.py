@@ -93,16 +93,28 @@ class DriftSummary(RunSummary):
     columns: list[dict[str, Any]] = field(default_factory=list)
 
     @classmethod
-    def skipped_batch(cls, data_sha256: str, checked_in_run: str) -> DriftSummary:
-        """The result of a check skipped because this exact batch was already checked."""
+    def skipped_batch(
+        cls, data_sha256: str, checked_in_run: str, earlier: dict[str, Any] | None
+    ) -> DriftSummary:
+        """A check skipped because this exact batch was already checked: that check's verdict.
+
+        Args:
+            data_sha256: The batch's fingerprint.
+            checked_in_run: The MLflow run of the earlier check.
+            earlier: That check's JSON summary (its verdict, reasons and performance).
+        """
+        earlier = earlier or {}
+        performance = earlier.get("performance")
         return cls(
-            drift_detected=False,
-            share_drifted=None,
-            drifted_columns=[],
+            drift_detected=bool(earlier.get("drift_detected", False)),
+            share_drifted=earlier.get("share_drifted"),
+            drifted_columns=list(earlier.get("drifted_columns", [])),
             reasons=[
-                f"skipped: this exact batch (sha256 {data_sha256[:12]}) was checked in run {checked_in_run}"
+                f"skipped: this exact batch (sha256 {data_sha256[:12]}) was checked in run "
+                f"{checked_in_run}; its verdict stands",
+                *earlier.get("reasons", []),
             ],
-            performance=None,
+            performance=BatchPerformance(**performance) if performance else None,
             event_emitted=False,
             report_path=None,
             mlflow_run_id=checked_in_run,

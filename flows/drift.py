@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 from prefect import flow
 
@@ -11,15 +12,18 @@ from core.drift import columns_table
 from core.results import DriftSummary
 from core.tables import columns_to_read, fingerprint
 from tasks.drift import detect_drift, judge_drift, select_batch, write_report
+from tasks.faults import reach
 from tasks.ingest import ingest
 from tasks.monitoring import (
     drift_history,
     load_reference,
     log_evidence,
+    mark_alert,
     measure_performance,
     require_champion,
 )
-from tasks.publish import emit_drift_event, publish_drift_summary
+from tasks.publish import emit_drift_event, plan_alert, publish_drift_summary
+from tasks.recovery import recover
 from tasks.redaction import protect_secrets
 from tasks.registry import find_champion
 from tasks.settings import Settings
@@ -39,6 +43,7 @@ def drift_check_flow(config: PipelineConfig, current: DataConfig | None = None) 
     """
     protect_secrets(config)
     settings = Settings.from_environment()
+    recover(settings, config)
     # The champion and exactly what it was trained on
     champion = require_champion(settings, find_champion(settings, config.name), config.name)
     reference = load_reference(settings, champion)
@@ -50,37 +55,55 @@ def drift_check_flow(config: PipelineConfig, current: DataConfig | None = None) 
     batch, _ = validate(batch_raw, config, champion.schema, require_target=False)
     data_sha256 = fingerprint(batch_raw)
     history = drift_history(settings, config, data_sha256)
+    # Alerts a crash left recorded but unsent go out first, under their recorded ids
+    for unsent in history.unsent_alerts:
+        send_alert(settings, config.name, *unsent)
     if history.same_batch_run_id:
-        return DriftSummary.skipped_batch(data_sha256, history.same_batch_run_id)
+        return DriftSummary.skipped_batch(data_sha256, history.same_batch_run_id, history.same_batch_summary)
 
     # Drift on the full batch; performance decay when it has labels
     columns, target = detect_drift(reference, batch, schema, config)
     performance = measure_performance(settings, champion, batch, schema, config)
     verdict = judge_drift(columns, config, performance.decay if performance else None, history.verdicts)
 
-    # Evidence: Evidently report, MLflow run, and the alert
+    # Evidence (Evidently report, MLflow run), recorded before the alert is sent
     report_path, details = write_report(reference, batch, schema, config, settings.reports_dir)
-    alert, note = (
-        emit_drift_event(config, verdict, report_path.as_uri(), history.last_alert_at)
-        if verdict.drift_detected
-        else ("none", "no drift, no event")
-    )
+    alert = plan_alert(config, verdict, report_path.as_uri(), history.last_alert_at)
     summary = DriftSummary(
         drift_detected=verdict.drift_detected,
         share_drifted=verdict.share_drifted,
         drifted_columns=verdict.drifted_columns,
         reasons=verdict.reasons,
         performance=performance,
-        event_emitted=alert == "sent",
+        event_emitted=False,
         report_path=str(report_path),
         mlflow_run_id=None,
-        event_note=note,
+        event_note=alert.note,
         target_drift=columns_table([target])[0] if target else None,
         batch_rows=len(batch),
         champion_version=champion.version,
         columns=columns_table(columns),
     )
     run_id = log_evidence(settings, config, champion, summary, columns, details, data_sha256, alert)
-    summary = replace(summary, mlflow_run_id=run_id)
+    sent, note = send_alert(settings, config.name, run_id, alert.event_id, alert.payload, alert.note)
+    summary = replace(summary, mlflow_run_id=run_id, event_emitted=sent, event_note=note)
     publish_drift_summary(config, summary)
     return summary
+
+
+def send_alert(
+    settings: Settings,
+    name: str,
+    run_id: str,
+    event_id: str | None,
+    payload: dict[str, Any] | None,
+    note: str = "",
+) -> tuple[bool, str]:
+    """Send a recorded alert under its id, then mark it sent on its MLflow run (none: `note`)."""
+    if event_id is None or payload is None:
+        return False, note
+    reach(settings, "before-alert-sent")
+    sent, note = emit_drift_event(name, event_id, payload)
+    reach(settings, "after-alert-sent")
+    mark_alert(settings, run_id, sent)
+    return sent, note

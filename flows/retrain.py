@@ -23,6 +23,7 @@ from tasks.features import fit_features
 from tasks.ingest import ingest
 from tasks.promote import compare
 from tasks.publish import publish_summary
+from tasks.recovery import recover
 from tasks.redaction import protect_secrets
 from tasks.registry import ChampionInfo, find_champion, promote, register_model, score_champion
 from tasks.settings import Settings
@@ -68,6 +69,7 @@ def retrain_flow(config: PipelineConfig, trigger: str = "manual") -> RetrainSumm
     """
     protect_secrets(config)
     settings = Settings.from_environment()
+    recover(settings, config)
     flow_run_id = str(flow_run.id) if flow_run.id else None
     tags = {"prefect_flow_run_id": flow_run_id or "", "trigger": trigger[:5000]}
     with tracked_run(settings, config, config.experiment_name, f"retrain-{config.name}", tags) as run_id:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 import mlflow
@@ -19,9 +21,10 @@ from core.results import BatchPerformance, DriftSummary
 from core.secrets import redact_url
 from core.validation import DataSchema
 from tasks.options import io_edge_options
+from tasks.publish import AlertPlan
 from tasks.registry import ChampionInfo, load_champion_model
 from tasks.settings import Settings
-from tasks.tracking import client, ensure_experiment, log_json
+from tasks.tracking import PROCESS_TAG, client, ensure_experiment, log_json, this_process
 
 
 def require_champion(settings: Settings, champion: ChampionInfo | None, name: str) -> ChampionInfo:
@@ -56,36 +59,78 @@ def load_reference(settings: Settings, champion: ChampionInfo) -> pd.DataFrame:
 
 @dataclass(frozen=True)
 class DriftHistory:
-    """What earlier checks of this model found."""
+    """What earlier, finished checks of this model found.
+
+    Attributes:
+        same_batch_run_id: The run that already checked this exact batch, if any.
+        same_batch_summary: That check's JSON summary (its verdict is this check's answer).
+        verdicts: Recent verdicts, newest first.
+        last_alert_at: When the last alert was recorded (sent or still to send).
+        unsent_alerts: Alerts recorded but not known sent (a crash came between): run id, event
+            id and payload, to send again under the same id.
+    """
 
     same_batch_run_id: str | None
+    same_batch_summary: dict[str, Any] | None
     verdicts: list[bool]
     last_alert_at: datetime | None
+    unsent_alerts: list[tuple[str, str, dict[str, Any]]]
+
+
+FINISHED = "attributes.status = 'FINISHED'"
 
 
 @task(name="drift-history", **io_edge_options())
 def drift_history(settings: Settings, config: PipelineConfig, data_sha256: str) -> DriftHistory:
-    """The earlier check of this exact batch, recent verdicts (newest first) and the last alert."""
+    """Earlier finished checks: this exact batch's, recent verdicts, the last alert and unsent ones.
+
+    Unfinished runs (running now, or left by a killed process) count for nothing.
+    """
     mlflow_client = client(settings)
     experiment_id = ensure_experiment(settings, mlflow_client, config.monitoring_experiment)
-    same = mlflow_client.search_runs(
-        [experiment_id], filter_string=f"tags.data_sha256 = '{data_sha256}'", max_results=1
-    )
-    recent = mlflow_client.search_runs(
-        [experiment_id], order_by=["attributes.start_time DESC"], max_results=max(1, config.drift.window)
-    )
-    alerts = mlflow_client.search_runs(
-        [experiment_id],
-        filter_string="tags.alert = 'sent'",
-        order_by=["attributes.start_time DESC"],
-        max_results=1,
-    )
-    last_alert = datetime.fromtimestamp(alerts[0].info.start_time / 1000, tz=timezone.utc) if alerts else None
+
+    def finished(condition: str = "", limit: int = 1) -> list[Any]:
+        where = f"{FINISHED} and {condition}" if condition else FINISHED
+        return mlflow_client.search_runs(
+            [experiment_id], where, order_by=["attributes.start_time DESC"], max_results=limit
+        )
+
+    same = finished(f"tags.data_sha256 = '{data_sha256}'")
+    recent = finished(limit=max(1, config.drift.window))
+    alerts = finished("tags.alert = 'sent'") + finished("tags.alert = 'pending'")
+    last_alert = max((run.info.start_time for run in alerts), default=None)
+    unsent = [
+        (run.info.run_id, run.data.tags["alert_event_id"], json.loads(run.data.tags["alert_payload"]))
+        for run in finished("tags.alert = 'pending'", limit=10)
+    ]
     return DriftHistory(
         same[0].info.run_id if same else None,
+        read_summary(settings, same[0].info.run_id) if same else None,
         [run.data.tags.get("drift_detected") == "true" for run in recent],
-        last_alert,
+        datetime.fromtimestamp(last_alert / 1000, tz=timezone.utc) if last_alert else None,
+        unsent,
     )
+
+
+def read_summary(settings: Settings, run_id: str) -> dict[str, Any] | None:
+    """The JSON summary an earlier check logged, or None when it has none."""
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            path = mlflow.artifacts.download_artifacts(
+                run_id=run_id,
+                artifact_path="drift/summary.json",
+                dst_path=tmp,
+                tracking_uri=settings.tracking_uri,
+            )
+        except (OSError, mlflow.exceptions.MlflowException):
+            return None
+        return json.loads(Path(path).read_text())
+
+
+@task(name="mark-alert", **io_edge_options())
+def mark_alert(settings: Settings, run_id: str, sent: bool) -> None:
+    """Record on the check's run that its alert was sent (or had nowhere to go)."""
+    client(settings).set_tag(run_id, "alert", "sent" if sent else "not-sent")
 
 
 @task(name="measure-performance", **io_edge_options())
@@ -120,11 +165,13 @@ def log_evidence(
     columns: list[ColumnDrift],
     details: dict[str, Any] | None,
     data_sha256: str,
-    alert: str,
+    alert: AlertPlan,
 ) -> str:
     """One run in `<name>-monitoring`: per-column scores as metrics, HTML report and JSON summary.
 
     Its tags are what later checks look up: the batch's fingerprint, the verdict and the alert.
+    An alert to send is recorded here first (with its event id and payload), then sent, then
+    marked sent: a crash in between leaves it `pending`, and the next check sends it again.
     """
     from prefect.runtime import flow_run
 
@@ -133,10 +180,16 @@ def log_evidence(
     tags = {
         "data_sha256": data_sha256,
         "drift_detected": str(summary.drift_detected).lower(),
-        "alert": alert,
+        "alert": alert.status,
+        **(
+            {"alert_event_id": alert.event_id, "alert_payload": json.dumps(alert.payload)}
+            if alert.event_id
+            else {}
+        ),
         "prefect_flow_run_id": str(flow_run.id or ""),
         "champion_version": champion.version,
         "model_name": config.name,
+        PROCESS_TAG: this_process(),
     }
     run = mlflow_client.create_run(experiment_id, run_name=f"drift-{config.name}", tags=tags)
     run_id = run.info.run_id

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
@@ -13,6 +15,7 @@ from core.config import PipelineConfig
 from core.drift import DriftVerdict, in_cooldown
 from core.results import DriftSummary, RetrainSummary, artifact_key, decision_markdown, drift_markdown
 from core.secrets import redact_url
+from tasks.options import io_edge_options
 
 DRIFT_EVENT = "retrain.drift.detected"
 
@@ -32,43 +35,59 @@ def api_target() -> str | None:
     return PREFECT_API_URL.value() or None
 
 
-@task(name="emit-drift-event", cache_policy=NO_CACHE)
-def emit_drift_event(
-    config: PipelineConfig,
-    verdict: DriftVerdict,
-    report_uri: str,
-    last_alert_at: datetime | None,
-) -> tuple[str, str]:
-    """Emit `retrain.drift.detected` for `retrain.model.<name>`, unless an alert is cooling down.
+@dataclass(frozen=True)
+class AlertPlan:
+    """What the check does about its verdict: `pending` (record, then send), `suppressed` or `none`."""
 
-    Returns:
-        The alert status (`sent`, `suppressed` or `not-sent`) and a sentence saying what happened;
-        `emit_event` returns None when Prefect has nowhere to send it.
-    """
-    from prefect.events import emit_event
+    status: str
+    note: str
+    event_id: str | None = None
+    payload: dict[str, Any] | None = None
 
-    logger = get_run_logger()
-    now = datetime.now(timezone.utc)
-    if in_cooldown(last_alert_at, config.drift.cooldown_hours, now):
+
+@task(name="plan-drift-alert", cache_policy=NO_CACHE)
+def plan_alert(
+    config: PipelineConfig, verdict: DriftVerdict, report_uri: str, last_alert_at: datetime | None
+) -> AlertPlan:
+    """Whether the verdict raises an alert now, with the id it will be sent under (sent idempotently)."""
+    if not verdict.drift_detected:
+        return AlertPlan("none", "no drift, no event")
+    if in_cooldown(last_alert_at, config.drift.cooldown_hours, datetime.now(timezone.utc)):
         note = (
             f"alert suppressed: the last drift alert for {config.name} was sent at "
             f"{last_alert_at:%Y-%m-%d %H:%M:%S} UTC, within "
             f"drift.cooldown_hours={config.drift.cooldown_hours}"
         )
-        logger.warning(note)
-        return "suppressed", note
+        get_run_logger().warning(note)
+        return AlertPlan("suppressed", note)
+    # Bounded, so the payload fits in the MLflow tag that records the alert before it is sent.
+    payload = {
+        "share_drifted": verdict.share_drifted,
+        "drifted_columns": verdict.drifted_columns[:50],
+        "reasons": [reason[:300] for reason in verdict.reasons[:10]],
+        "report": report_uri,
+    }
+    return AlertPlan("pending", "alert recorded, not sent yet", str(uuid.uuid4()), payload)
+
+
+@task(name="emit-drift-event", **io_edge_options())
+def emit_drift_event(name: str, event_id: str, payload: dict[str, Any]) -> tuple[bool, str]:
+    """Emit `retrain.drift.detected` for `retrain.model.<name>` under the alert's recorded id.
+
+    Sending the same id again (after a crash, before the alert was marked sent) is harmless:
+    Prefect stores and acts on an event id once.
+
+    Returns:
+        Whether an event was sent, and a sentence saying where; `emit_event` returns None when
+        Prefect has nowhere to send it.
+    """
+    from prefect.events import emit_event
+
     event = emit_event(
         event=DRIFT_EVENT,
-        resource={
-            "prefect.resource.id": model_resource_id(config.name),
-            "prefect.resource.name": config.name,
-        },
-        payload={
-            "share_drifted": verdict.share_drifted,
-            "drifted_columns": verdict.drifted_columns,
-            "reasons": verdict.reasons,
-            "report": report_uri,
-        },
+        resource={"prefect.resource.id": model_resource_id(name), "prefect.resource.name": name},
+        payload=payload,
+        id=uuid.UUID(event_id),
     )
     target = api_target()
     if event is None:
@@ -79,8 +98,8 @@ def emit_drift_event(
         )
     else:
         note = f"event {event.id} sent to {redact_url(target)}"
-    logger.info(note)
-    return ("sent" if event is not None else "not-sent"), note
+    get_run_logger().info(note)
+    return event is not None, note
 
 
 @task(name="publish-drift-summary", cache_policy=NO_CACHE)

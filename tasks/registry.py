@@ -22,6 +22,8 @@ from core.metrics import score
 from core.promotion import CHALLENGER, CHAMPION, PREVIOUS, Decision, stale_comparison
 from core.trust import TRUSTED_MODEL_TYPES, check_model_types
 from core.validation import DataSchema
+from tasks.faults import reach
+from tasks.locks import promotion_lease
 from tasks.options import io_edge_options
 from tasks.settings import Settings
 from tasks.tracking import client
@@ -162,19 +164,19 @@ def register_model(
     input_schema = schema.input_kinds()
     requirements = serving_requirements()
 
-    def log(trusted: list[str]) -> Any:
-        with mlflow.start_run(run_id=run_id):
-            return mlflow.sklearn.log_model(
-                model,
-                name="model",
-                signature=signature,
-                input_example=widened.head(5),
-                pip_requirements=requirements,
-                skops_trusted_types=trusted,
-            )
-
-    info = log(sorted(TRUSTED_MODEL_TYPES))
     mlflow_client = client(settings)
+    # Logged against the run by id: `mlflow.start_run(run_id=...)` would end the flow's run early.
+    mlflow.set_experiment(experiment_id=mlflow_client.get_run(run_id).info.experiment_id)
+    info = mlflow.sklearn.log_model(
+        model,
+        name="model",
+        signature=signature,
+        input_example=widened.head(5),
+        pip_requirements=requirements,
+        skops_trusted_types=sorted(TRUSTED_MODEL_TYPES),
+        run_id=run_id,
+    )
+    reach(settings, "after-model-logged")
     try:
         mlflow_client.create_registered_model(name)
     except MlflowException as exc:
@@ -191,6 +193,9 @@ def register_model(
     return str(version.version)
 
 
+PENDING_TAG = "promotion_in_progress"
+
+
 @task(name="promote", **io_edge_options())
 def promote(
     settings: Settings,
@@ -202,24 +207,89 @@ def promote(
 ) -> Decision:
     """Record the decision (and `tags`) on the version and, when promoting, move `champion` to it.
 
-    The champion alias is re-read first: if another run moved it since this run compared against
-    it, this run does not promote (its comparison is stale), so two concurrent runs cannot both win.
+    Under the model's promotion lease, the champion alias is re-read: if another run moved it since
+    this run compared against it, this run does not promote (its comparison is stale), so two
+    concurrent runs cannot both win. The moves are crash-consistent (see `move_aliases`).
     """
+    from tasks.publish import api_target
+
     mlflow_client = client(settings)
     for key, value in (tags or {}).items():
         mlflow_client.set_model_version_tag(name, version, key, value)
-    if decision.promote:
+    with promotion_lease(settings, name, api_target()):
+        repair_promotion(settings, name)
         current = get_alias_version(settings, name, CHAMPION)
-        current_version = str(current.version) if current is not None else None
-        expected = compared_with.version if compared_with else None
-        decision = stale_comparison(expected, current_version) or decision
+        reach(settings, "after-champion-reread")
+        if decision.promote:
+            expected = compared_with.version if compared_with else None
+            decision = stale_comparison(expected, str(current.version) if current else None) or decision
+        if decision.promote:
+            move_aliases(settings, name, version, compared_with.version if compared_with else None, decision)
+        else:
+            record_decision(settings, name, version, decision)
+    get_run_logger().info("Version %s: %s", version, decision.reason)
+    return decision
+
+
+def record_decision(settings: Settings, name: str, version: str, decision: Decision) -> None:
+    """Tag the version with the decision and its reason."""
+    mlflow_client = client(settings)
+    mlflow_client.set_model_version_tag(name, version, "decision_reason", decision.reason)
     mlflow_client.set_model_version_tag(
         name, version, "decision", "promoted" if decision.promote else "rejected"
     )
-    mlflow_client.set_model_version_tag(name, version, "decision_reason", decision.reason)
-    if decision.promote:
-        if compared_with is not None:
-            mlflow_client.set_registered_model_alias(name, PREVIOUS, compared_with.version)
-        mlflow_client.set_registered_model_alias(name, CHAMPION, version)
-    get_run_logger().info("Version %s: %s", version, decision.reason)
-    return decision
+
+
+def move_aliases(
+    settings: Settings, name: str, version: str, previous: str | None, decision: Decision
+) -> None:
+    """Move `champion` to `version` and `previous-champion` to `previous`, then tag the decision.
+
+    The intent is written on the registered model first and removed last, so a crash at any point
+    leaves either the old state or a record that `repair_promotion` completes; the version is
+    tagged `promoted` only after `champion` points at it.
+    """
+    mlflow_client = client(settings)
+    intent = {"version": version, "previous": previous, "reason": decision.reason}
+    mlflow_client.set_registered_model_tag(name, PENDING_TAG, json.dumps(intent))
+    reach(settings, "before-alias-writes")
+    mlflow_client.set_registered_model_alias(name, CHAMPION, version)
+    reach(settings, "between-alias-writes")
+    finish_promotion(settings, name, intent)
+
+
+def finish_promotion(settings: Settings, name: str, intent: dict[str, Any]) -> None:
+    """The steps after `champion` moved: `previous-champion`, the decision tags, the intent removed."""
+    mlflow_client = client(settings)
+    if intent["previous"]:
+        mlflow_client.set_registered_model_alias(name, PREVIOUS, intent["previous"])
+    record_decision(settings, name, intent["version"], Decision(True, intent["reason"]))
+    mlflow_client.delete_registered_model_tag(name, PENDING_TAG)
+
+
+def repair_promotion(settings: Settings, name: str) -> str | None:
+    """Complete or undo a promotion a crash interrupted (call under the promotion lease).
+
+    Returns:
+        What was repaired, or None when nothing was pending.
+    """
+    mlflow_client = client(settings)
+    try:
+        tags = mlflow_client.get_registered_model(name).tags
+    except MlflowException:
+        return None
+    if PENDING_TAG not in tags:
+        return None
+    intent = json.loads(tags[PENDING_TAG])
+    champion = get_alias_version(settings, name, CHAMPION)
+    if champion is not None and str(champion.version) == intent["version"]:
+        finish_promotion(settings, name, intent)
+        note = f"completed the promotion of version {intent['version']} that a crash interrupted"
+    else:
+        reason = "the run was stopped before its promotion took effect; champion unchanged"
+        mlflow_client.set_model_version_tag(name, intent["version"], "decision", "interrupted")
+        mlflow_client.set_model_version_tag(name, intent["version"], "decision_reason", reason)
+        mlflow_client.delete_registered_model_tag(name, PENDING_TAG)
+        note = f"version {intent['version']}: {reason}"
+    get_run_logger().warning("Registry repaired: %s", note)
+    return note

@@ -26,6 +26,7 @@ class Settings:
         reports_dir: Where HTML drift reports are written (`$RETRAIN_REPORTS_DIR`).
         prefect_home: Prefect's home for a local database (`$PREFECT_HOME`).
         prefect_api_url: The Prefect API, or None for Prefect's ephemeral one.
+        failpoint: The fault point crash tests set (`$RETRAIN_FAILPOINT`, see `tasks.faults`).
     """
 
     state_dir: Path
@@ -34,6 +35,7 @@ class Settings:
     reports_dir: Path
     prefect_home: Path
     prefect_api_url: str | None
+    failpoint: str | None = None
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -47,6 +49,7 @@ class Settings:
             reports_dir=Path(env.get("RETRAIN_REPORTS_DIR") or state / "reports"),
             prefect_home=Path(env.get("PREFECT_HOME") or state / "prefect"),
             prefect_api_url=env.get("PREFECT_API_URL") or None,
+            failpoint=env.get("RETRAIN_FAILPOINT") or None,
         )
 
     @property

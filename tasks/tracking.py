@@ -7,6 +7,8 @@ run ids explicitly and talks to `MlflowClient`.
 from __future__ import annotations
 
 import json
+import os
+import socket
 import subprocess
 import tempfile
 import time
@@ -31,6 +33,7 @@ from core.validation import DataSchema
 from tasks.options import io_edge_options
 from tasks.settings import Settings
 
+PROCESS_TAG = "retrain.process"
 TRACKED_PACKAGES = ("prefect", "mlflow", "scikit-learn", "pandas", "numpy", "evidently", "retrain-pipeline")
 
 
@@ -50,6 +53,11 @@ def ensure_experiment(settings: Settings, mlflow_client: MlflowClient, name: str
     if settings.tracking_is_local:
         location = (settings.state_dir / "artifacts" / name).as_uri()
     return mlflow_client.create_experiment(name, artifact_location=location)
+
+
+def this_process() -> str:
+    """`<host>:<pid>`: lets a later run tell whether a run left RUNNING lost its process."""
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 def package_versions() -> dict[str, str]:
@@ -97,6 +105,7 @@ def start_run(
     lineage = {
         "config_sha256": config.fingerprint(),
         "model_name": config.name,
+        PROCESS_TAG: this_process(),
         **({"git_commit": commit} if commit else {}),
         **{f"version.{k}": v for k, v in package_versions().items()},
         **tags,
@@ -167,6 +176,7 @@ def log_trials(settings: Settings, parent_run_id: str, metric: str, result: Tune
                 "candidate": trial.candidate,
                 "stage": "tuning",
                 "executor": trial.executor,
+                PROCESS_TAG: this_process(),
             },
         )
         now = int(time.time() * 1000)

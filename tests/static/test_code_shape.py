@@ -16,8 +16,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 PACKAGES = ("core", "tasks", "flows", "deployments", "cli")
-MLFLOW_EDGES = {"tasks/tracking.py", "tasks/registry.py", "tasks/monitoring.py"}
-RETRYING_EDGES = MLFLOW_EDGES | {"tasks/ingest.py"}
+MLFLOW_EDGES = {"tasks/tracking.py", "tasks/registry.py", "tasks/monitoring.py", "tasks/recovery.py"}
+RETRYING_EDGES = MLFLOW_EDGES | {"tasks/ingest.py", "tasks/publish.py"}
 PREFECT_LAYERS = ("tasks", "flows", "deployments", "cli")
 # Modules the command line imports before Prefect reads its settings.
 BEFORE_PREFECT = ("cli.process", "tasks.settings", "core.config", "core.errors")
