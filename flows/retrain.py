@@ -19,6 +19,7 @@ from core.tables import columns_to_read, fingerprint
 from core.validation import DataSchema
 from flows.tuning import tune_candidates
 from tasks.evaluate import evaluate
+from tasks.faults import reach
 from tasks.features import fit_features
 from tasks.ingest import ingest
 from tasks.promote import compare
@@ -119,6 +120,7 @@ def train_models(
     baseline_on_train = train_baseline(splits.train, schema, config.task)
     tuning_rows = TuningData(splits.train, splits.validation, data.preprocessor, schema)
     started = time.perf_counter()
+    reach(settings, "tuning")
     results = tune_candidates(tuning_rows, config)
     tuning_seconds = time.perf_counter() - started
     trials_logged = [log_trials.submit(settings, run_id, config.metric.name, r) for r in results]

@@ -189,6 +189,7 @@ def register_model(
         model_id=info.model_id,
         tags={**tags, "input_schema": json.dumps(input_schema)},
     )
+    reach(settings, "after-version-registered")
     mlflow_client.set_registered_model_alias(name, CHALLENGER, version.version)
     return str(version.version)
 
