@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
+import pandas as pd
 import yaml
 from pydantic import (
     BaseModel,
@@ -41,6 +42,10 @@ CANDIDATES = {task_kind: tuple(algorithms) for task_kind, algorithms in CATALOGU
 # Settings of when runs happen, not of what a run computes: left out of the config's fingerprint, so
 # moving a schedule does not change the lineage of the models.
 SCHEDULING_KEYS = {"schedule": None, "drift": ("cron", "cooldown_hours")}
+# A config needs a handful of YAML aliases at most; more, or an expansion this large, is a
+# "billion laughs" document, refused before PyYAML or json.dumps expands it.
+MAX_YAML_ALIASES = 100
+MAX_YAML_NODES = 100_000
 
 
 class _Section(BaseModel):
@@ -66,6 +71,31 @@ class DataConfig(_Section):
     memory_limit_mb: int | None = Field(
         None, ge=1, description="Refuse a file needing more memory than this (default: what is available)."
     )
+    max_future: str = Field(
+        "1d",
+        description="Rows dated after now plus this (a pandas Timedelta such as 1d or 12h) are bad input.",
+    )
+
+    @field_validator("max_future")
+    @classmethod
+    def _timedelta(cls, value: str) -> str:
+        try:
+            parsed = pd.Timedelta(value)
+        except (ValueError, TypeError):
+            raise ValueError(f"{value!r} is not a duration such as 1d, 12h or 30min") from None
+        if pd.isna(parsed) or parsed < pd.Timedelta(0):
+            raise ValueError(f"{value!r} is not a duration of zero or more, such as 1d")
+        return value
+
+    @field_validator("member")
+    @classmethod
+    def _plain_member(cls, value: str | None) -> str | None:
+        if value is not None and (".." in re.split(r"[/\\]", value) or value.startswith(("/", "\\"))):
+            raise ValueError(
+                f"{value!r} is not a plain file name: names with '..' or absolute paths are not read "
+                "(name the file inside the archive, e.g. hour.csv)"
+            )
+        return value
 
     @field_serializer("source", "query", when_used="json")
     def _mask_credentials(self, value: str | None) -> str | None:
@@ -333,6 +363,59 @@ def parse_config(raw: dict[str, Any], source_name: str = "config") -> PipelineCo
         ) from None
 
 
+def check_aliases(text: str, source_name: str) -> None:
+    """Refuse a YAML document whose aliases would expand it beyond any config's size.
+
+    Reads the parser's events only, so nothing is expanded: each anchored node's size in values
+    (scalars and collections), counting an alias as the size of its anchor, is summed as it closes.
+
+    Raises:
+        ConfigError: More than `MAX_YAML_ALIASES` aliases, an alias inside its own anchor, or an
+            expansion of more than `MAX_YAML_NODES` values.
+        yaml.YAMLError: The text is not YAML.
+    """
+    fix = "Write the settings out without anchors and aliases (&name, *name), or with only a few."
+    anchors: dict[str, int | None] = {}  # None: the anchored collection is still open
+    open_nodes: list[list[Any]] = [[None, 0]]  # [anchor, size so far] of each open collection
+    aliases = 0
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, yaml.AliasEvent):
+            aliases += 1
+            size = anchors.get(event.anchor)
+            if aliases > MAX_YAML_ALIASES:
+                raise ConfigError(
+                    f"The config file {source_name} uses more than {MAX_YAML_ALIASES} YAML aliases", fix
+                )
+            if size is None:
+                if event.anchor in anchors:
+                    raise ConfigError(
+                        f"The config file {source_name} has the YAML alias *{event.anchor} inside its "
+                        "own anchor (a structure that never ends)",
+                        fix,
+                    )
+                continue  # an undefined alias: PyYAML's own error names it
+            open_nodes[-1][1] += size
+        elif isinstance(event, yaml.ScalarEvent):
+            open_nodes[-1][1] += 1
+            if event.anchor:
+                anchors[event.anchor] = 1
+        elif isinstance(event, yaml.CollectionStartEvent):
+            if event.anchor:
+                anchors[event.anchor] = None
+            open_nodes.append([event.anchor, 1])
+        elif isinstance(event, yaml.CollectionEndEvent):
+            anchor, size = open_nodes.pop()
+            open_nodes[-1][1] += size
+            if anchor:
+                anchors[anchor] = size
+        if sum(node[1] for node in open_nodes) > MAX_YAML_NODES:
+            raise ConfigError(
+                f"The config file {source_name} would expand to more than {MAX_YAML_NODES:,} values "
+                f"through its YAML aliases (a 'billion laughs' document)",
+                fix,
+            )
+
+
 def load_config(path: str | Path, environ: Mapping[str, str]) -> PipelineConfig:
     """Read and validate a YAML config file; every `${VAR}` in it must be set in `environ`.
 
@@ -351,6 +434,7 @@ def load_config(path: str | Path, environ: Mapping[str, str]) -> PipelineConfig:
             f"The config file {path} is not UTF-8 text (is it a binary file?)", "Pass a YAML file."
         ) from None
     try:
+        check_aliases(text, str(path))
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"The config file {path} is not valid YAML ({exc})", "Fix its syntax.") from None

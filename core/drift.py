@@ -16,7 +16,7 @@ import pandas as pd
 
 from core.config import DriftConfig
 from core.errors import DataError
-from core.validation import DataSchema
+from core.validation import DataSchema, aligned, parse_times
 
 
 @dataclass(frozen=True)
@@ -180,8 +180,12 @@ def evidently_report(
 def rows_after(frame: pd.DataFrame, time_column: str | None, trained_until: str | None) -> pd.DataFrame:
     """Rows newer than the champion's training window.
 
+    A time column with a UTC offset and a naive `trained_until` (or the reverse) compare with the
+    naive one taken as UTC.
+
     Raises:
-        DataError: Nothing is newer, or the source has no time column to tell.
+        DataError: Nothing is newer, the source has no time column to tell, or its dates mix
+            values with and without a UTC offset.
     """
     if not time_column or not trained_until:
         raise DataError(
@@ -189,8 +193,10 @@ def rows_after(frame: pd.DataFrame, time_column: str | None, trained_until: str 
             "trained_until tag",
             "Pass the batch to check with --current.",
         )
-    times = pd.to_datetime(frame[time_column], errors="coerce")
-    newer = frame[times > pd.Timestamp(trained_until)]
+    times, problem, _ = parse_times(frame[time_column])
+    if problem:
+        raise DataError(f"The time column '{time_column}' {problem}", "Fix the dates in the data source.")
+    newer = frame[times > aligned(pd.Timestamp(trained_until), times)]
     if newer.empty:
         raise DataError(
             f"The data source has no rows after the champion's training window (ends {trained_until})",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -9,7 +10,7 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
-from core.config import PipelineConfig
+from core.config import PipelineConfig, SplitConfig
 from core.errors import DataError
 
 WINDOWS = ("train", "validation", "test")
@@ -57,6 +58,13 @@ def _time_cuts(ordered: pd.Series, fractions: tuple[float, float]) -> tuple[pd.T
     validation_start = ordered.iloc[int(n * (1 - fractions[0] - fractions[1]))]
     test_start = ordered.iloc[int(n * (1 - fractions[1]))]
     return pd.Timestamp(validation_start), pd.Timestamp(test_start)
+
+
+def rows_needed(split: SplitConfig) -> int:
+    """Fewest rows that give each window `split.min_rows` rows (with distinct timestamps)."""
+    fractions = (split.validation_fraction, split.test_fraction)
+    smallest = min(*fractions, 1 - sum(fractions))
+    return math.ceil(round(split.min_rows / smallest, 6))
 
 
 def assert_disjoint(splits: Splits) -> None:

@@ -275,14 +275,23 @@ def zip_member(archive: Path | bytes, member: str, shown_as: str) -> bytes:
         shown_as: How to name the archive in an error (a path, or a URL without its password).
 
     Raises:
-        DataError: Not a zip archive, or no member of that name.
+        DataError: Not a zip archive, no member of that name, or one whose path leaves the archive
+            (with '..' or absolute).
     """
     try:
         with zipfile.ZipFile(io.BytesIO(archive) if isinstance(archive, bytes) else archive) as opened:
-            matches = [n for n in opened.namelist() if Path(n).name == member]
+            matches = [n for n in opened.namelist() if Path(n.replace("\\", "/")).name == member]
             if not matches:
                 raise DataError(
                     f"The archive {shown_as} has no member named {member}", "Fix data.member in the config."
+                )
+            escaping = [n for n in matches if _leaves_archive(n)]
+            if escaping:
+                raise DataError(
+                    f"The archive {shown_as} holds {member} as {escaping[0]!r}, a path outside the "
+                    "archive: members with '..' or absolute paths are not read",
+                    "data.member names a plain file inside the archive: repack the archive with "
+                    "plain paths, or extract the file yourself and pass it with --data PATH.",
                 )
             return opened.read(matches[0])
     except zipfile.BadZipFile:
@@ -290,3 +299,9 @@ def zip_member(archive: Path | bytes, member: str, shown_as: str) -> bytes:
             f"{shown_as} is not a zip archive but data.member is set",
             "Remove data.member or point data.source at the archive.",
         ) from None
+
+
+def _leaves_archive(name: str) -> bool:
+    """Whether a member's path has a '..' part or is absolute (also in Windows form)."""
+    path = name.replace("\\", "/")
+    return ".." in path.split("/") or path.startswith("/") or (len(path) > 1 and path[1] == ":")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -9,6 +10,7 @@ import pandas as pd
 
 from core.config import PipelineConfig
 from core.errors import DataError
+from core.split import rows_needed
 
 NUMERIC_SHARE = 0.5  # a text column is numeric when more than this share of values parse
 
@@ -78,6 +80,59 @@ def _parses_as_numbers(column: pd.Series) -> pd.Series:
     return pd.to_numeric(column, errors="coerce")
 
 
+def aligned(moment: pd.Timestamp, times: pd.Series) -> pd.Timestamp:
+    """`moment` in the form of `times` (timezone-aware or naive), so the two compare.
+
+    A naive time on either side is taken as UTC.
+    """
+    moment = pd.Timestamp(moment)
+    times_tz = getattr(times.dt, "tz", None) if pd.api.types.is_datetime64_any_dtype(times) else None
+    if times_tz is not None:
+        return moment.tz_localize("UTC") if moment.tzinfo is None else moment
+    return moment.tz_convert("UTC").tz_localize(None) if moment.tzinfo is not None else moment
+
+
+def parse_times(values: pd.Series) -> tuple[pd.Series, str | None, str | None]:
+    """Parse a time column: dates with one UTC offset keep it, several offsets become UTC.
+
+    Returns:
+        The parsed times (NaT where a value is not a date), the problem if the column mixes dates
+        with and without a UTC offset (which cannot be ordered), and a note if it was converted
+        to UTC.
+    """
+    if pd.api.types.is_datetime64_any_dtype(values):
+        return values, None, None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # mixed offsets: pandas warns, and they are handled below
+        try:
+            parsed = pd.to_datetime(values, errors="coerce")
+        except (ValueError, TypeError):
+            parsed = None
+        if parsed is not None and pd.api.types.is_datetime64_any_dtype(parsed) and not parsed.isna().any():
+            return parsed, None, None
+        # Slow path, on bad data only: parse each value on its own to see which carry an offset.
+        each = pd.to_datetime(values, errors="coerce", format="mixed").astype(object)
+    dates = each[each.notna()]
+    aware = dates.map(lambda t: t.tzinfo is not None).astype(bool)
+    if aware.any() and not aware.all():
+        return (
+            pd.Series(pd.NaT, index=values.index, dtype="datetime64[ns]"),
+            f"mixes dates with a UTC offset (e.g. {_examples(values.loc[aware[aware].index])}) and "
+            f"dates without one (e.g. {_examples(values.loc[aware[~aware].index])}), which cannot be "
+            "ordered; write every date with its offset, or none",
+            None,
+        )
+    if parsed is None or not pd.api.types.is_datetime64_any_dtype(parsed):
+        offsets = sorted({t.strftime("%z") for t in dates.head(1000)})
+        return (
+            pd.to_datetime(values, errors="coerce", utc=True),
+            None,
+            f"has several UTC offsets (e.g. {', '.join(offsets[:3])}, as across daylight saving "
+            "time): converted to UTC",
+        )
+    return parsed, None, None
+
+
 def infer_columns(
     frame: pd.DataFrame, config: PipelineConfig, expected_numeric: set[str]
 ) -> tuple[list[str], list[str]]:
@@ -115,6 +170,7 @@ def validate_table(
     config: PipelineConfig,
     expected_schema: dict[str, str] | None = None,
     require_target: bool = True,
+    now: pd.Timestamp | None = None,
 ) -> tuple[pd.DataFrame, DataSchema]:
     """Validate the raw table and return a typed copy and its schema.
 
@@ -126,6 +182,8 @@ def validate_table(
         expected_schema: The champion's input columns and their types ("numeric"/"categorical");
             a column gone or a type changed is bad input.
         require_target: False for unlabelled batches (drift checks).
+        now: The current time (naive means UTC); rows dated after it plus `data.max_future` are
+            bad input. None skips that check.
 
     Raises:
         DataError: The data cannot be used, with every reason.
@@ -182,14 +240,28 @@ def validate_table(
         if infinite:
             problems.append(f"column '{column}' has {infinite} infinite values (inf or -inf)")
     if config.time_column and config.time_column in frame.columns:
-        parsed_time = pd.to_datetime(frame[config.time_column], errors="coerce")
-        bad = frame[config.time_column][parsed_time.isna()]
-        if len(bad):
+        column = config.time_column
+        parsed_time, time_problem, time_note = parse_times(frame[column])
+        bad = frame[column][parsed_time.isna()]
+        if time_problem:
+            problems.append(f"time column '{column}' {time_problem}")
+        elif len(bad):
             problems.append(
-                f"time column '{config.time_column}' has {len(bad)} values that are not dates "
-                f"(e.g. {_examples(bad)})"
+                f"time column '{column}' has {len(bad)} values that are not dates (e.g. {_examples(bad)})"
             )
-        frame[config.time_column] = parsed_time
+        elif now is not None:
+            limit = now + pd.Timedelta(config.data.max_future)
+            late = frame[column][parsed_time > aligned(limit, parsed_time)]
+            if len(late):
+                problems.append(
+                    f"time column '{column}' has {len(late)} row{'' if len(late) == 1 else 's'} dated "
+                    f"after {limit.floor('s')} (now plus "
+                    f"data.max_future={config.data.max_future}), e.g. {_examples(late)}; correct the "
+                    "dates, or raise data.max_future if such rows are expected"
+                )
+        if time_note:
+            notes.append(f"time column '{column}' {time_note}")
+        frame[column] = parsed_time
     dropped = 0
     if require_target and target in frame.columns and not problems:
         labels = frame[target]
@@ -201,7 +273,14 @@ def validate_table(
                 notes.append(f"dropped {dropped} rows whose target '{target}' is missing")
                 frame = frame[labels.notna()]
             distinct = frame[target].nunique()
-            if config.task == "classification" and distinct < 2:
+            if len(frame) == 1:  # one row is constant too, but the number of rows is the problem
+                needed = rows_needed(config.split)
+                problems.append(
+                    f"the data has only 1 row{' with a target' if dropped else ''}, and the split needs "
+                    f"at least {needed} (split.min_rows={config.split.min_rows} in each of train, "
+                    "validation and test)"
+                )
+            elif config.task == "classification" and distinct < 2:
                 problems.append(f"classification target '{target}' has a single class")
             elif config.task == "regression" and distinct < 2:
                 problems.append(f"target '{target}' is constant ({frame[target].tolist()[0]!r})")

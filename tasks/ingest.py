@@ -6,59 +6,158 @@ where the source is opened, and never shown in an error.
 
 from __future__ import annotations
 
+import codecs
+import csv
 import hashlib
+import io
+import json
+import logging
 import os
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 import pandas as pd
-from prefect import task
+from prefect import get_run_logger, task
+from prefect.exceptions import MissingContextError
 
 from core.config import DataConfig, expand_env
 from core.errors import BadInputError, DataError
 from core.secrets import mask, redact_url, secret_values
-from core.tables import ColumnFilter, compact, read_file, sha256_of, zip_member
+from core.tables import PARQUET_SUFFIXES, ColumnFilter, compact, read_file, sha256_of, zip_member
 from tasks.options import io_edge_options
 from tasks.settings import Settings
 
 DOWNLOAD_TIMEOUT_S = 60
+# How much of a download is looked at to tell a data file from an error page.
+SNIFF_BYTES = 1 << 16
 
 
 def download(url: str, expected_sha256: str | None, member: str | None, cache_dir: Path) -> Path:
-    """Download `url` once into `cache_dir`, unzip `member` if given, and verify its sha256.
+    """Download `url` into `cache_dir`, unzip `member` if given, and check what arrived.
+
+    With `expected_sha256`, a cached copy with that checksum is used as it is. Without it, a cached
+    copy is revalidated with the server's ETag / Last-Modified (kept beside it in a small JSON
+    file): 304 keeps it, a new response replaces it, and an unreachable server leaves it in use
+    with a warning. Only a data file is cached: CSV text, Parquet, or a zip holding `member`.
 
     Raises:
-        DataError: The download failed and no cached copy exists, or the checksum differs.
+        DataError: The download failed and no cached copy exists, the checksum differs, or the
+            server sent something that is not a data file (such as an HTML page).
     """
     name = member or Path(url.split("?")[0]).name or "download"
     target = cache_dir / hashlib.sha256(url.encode()).hexdigest()[:16] / name
-    if not (target.is_file() and (expected_sha256 is None or sha256_of(target) == expected_sha256)):
-        try:
-            with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response:
-                payload = response.read()
-        except (urllib.error.URLError, OSError) as exc:
-            raise DataError(
-                f"Could not download {redact_url(url)} ({getattr(exc, 'reason', exc)}) and there "
-                "is no cached copy",
-                "Without network, pass a local copy with --data PATH or the RETRAIN_DATA "
-                "environment variable.",
-            ) from None
-        if member:
-            payload = zip_member(payload, member, redact_url(url))
-        target.parent.mkdir(parents=True, exist_ok=True)
-        partial = target.with_suffix(target.suffix + ".part")
-        partial.write_bytes(payload)
-        partial.replace(target)
-    if expected_sha256 and sha256_of(target) != expected_sha256:
-        actual = sha256_of(target)
-        target.unlink()
+    validators = target.with_name(target.name + ".http.json")
+    if target.is_file() and expected_sha256 is not None and sha256_of(target) == expected_sha256:
+        return target
+    cached = target.is_file() and expected_sha256 is None
+    headers = {}
+    if cached:
+        known = _read_validators(validators)
+        if known.get("etag"):
+            headers["If-None-Match"] = known["etag"]
+        if known.get("last_modified"):
+            headers["If-Modified-Since"] = known["last_modified"]
+    try:
+        request = urllib.request.Request(url, headers=headers)
+        with urllib.request.urlopen(request, timeout=DOWNLOAD_TIMEOUT_S) as response:
+            payload = response.read()
+            fresh = {
+                "etag": response.headers.get("ETag"),
+                "last_modified": response.headers.get("Last-Modified"),
+            }
+    except urllib.error.HTTPError as exc:
+        if cached and exc.code == 304:
+            return target
+        payload = None
+        failure: object = f"HTTP {exc.code} {exc.reason}"
+    except (urllib.error.URLError, OSError) as exc:
+        payload = None
+        failure = getattr(exc, "reason", exc)
+    if payload is None:
+        if cached:
+            _logger().warning(
+                "Could not revalidate the cached download of %s (%s): using the cached copy",
+                redact_url(url),
+                failure,
+            )
+            return target
         raise DataError(
-            f"The file downloaded from {redact_url(url)} has sha256 {actual}, not the expected "
-            f"{expected_sha256}",
-            "The source changed or the download was corrupted: check data.source and data.sha256.",
+            f"Could not download {redact_url(url)} ({failure}) and there is no cached copy",
+            "Without network, pass a local copy with --data PATH or the RETRAIN_DATA environment variable.",
         )
+    not_data = _not_a_data_file(payload, None)
+    if member and not not_data:
+        payload = zip_member(payload, member, redact_url(url))
+    if expected_sha256 is not None:
+        actual = hashlib.sha256(payload).hexdigest()
+        if actual != expected_sha256:
+            target.unlink(missing_ok=True)
+            raise DataError(
+                f"The file downloaded from {redact_url(url)} has sha256 {actual}, not the expected "
+                f"{expected_sha256}",
+                "The source changed or the download was corrupted: check data.source and data.sha256.",
+            )
+    else:
+        not_data = not_data or _not_a_data_file(payload, name)
+        if not_data:
+            raise DataError(
+                f"The server at {redact_url(url)} returned something that is not a data file "
+                f"({not_data}), so nothing is cached",
+                "Check data.source (a login or error page instead of the file?) and data.member, or "
+                "download the file yourself and pass it with --data PATH.",
+            )
+    target.parent.mkdir(parents=True, exist_ok=True)
+    _write_atomically(target, payload)
+    # After the data: validators newer than the file would let a 304 keep a stale copy.
+    _write_atomically(validators, json.dumps({k: v for k, v in fresh.items() if v}).encode())
     return target
+
+
+def _not_a_data_file(payload: bytes, name: str | None) -> str | None:
+    """Why `payload` is not a data file named `name`, or None if it looks like one.
+
+    With `name` None, only an HTML page is refused (before a zip is opened). A `.parquet` / `.pq`
+    name needs Parquet's magic bytes; any other name CSV text whose header has several columns.
+    """
+    head = payload[:SNIFF_BYTES]
+    text_start = head.lstrip(b"\xef\xbb\xbf \t\r\n")
+    if text_start[:1] == b"<":
+        return f"an HTML or XML page starting {text_start[:40].decode('utf-8', 'replace')!r}"
+    if name is None:
+        return None
+    if Path(name).suffix.lower() in PARQUET_SUFFIXES:
+        return None if payload[:4] == b"PAR1" else "not Parquet: no PAR1 magic bytes"
+    try:
+        text = codecs.getincrementaldecoder("utf-8-sig")().decode(head, final=len(head) == len(payload))
+    except UnicodeDecodeError:
+        return "not UTF-8 text, so not a CSV file"
+    header = next(csv.reader(io.StringIO(text)), [])
+    if len(header) < 2:
+        first_line = text.partition("\n")[0][:40]
+        return f"not a CSV file: its first line {first_line!r} has fewer than two columns"
+    return None
+
+
+def _read_validators(path: Path) -> dict[str, str]:
+    try:
+        known = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return known if isinstance(known, dict) else {}
+
+
+def _write_atomically(path: Path, content: bytes) -> None:
+    partial = path.with_name(path.name + ".part")
+    partial.write_bytes(content)
+    partial.replace(path)
+
+
+def _logger() -> logging.Logger | logging.LoggerAdapter:
+    try:
+        return get_run_logger()
+    except MissingContextError:  # called outside a flow run (tests, scripts)
+        return logging.getLogger(__name__)
 
 
 def read_sql(data: DataConfig, columns: ColumnFilter) -> pd.DataFrame:

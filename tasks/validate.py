@@ -17,8 +17,10 @@ def validate(
     expected_schema: dict[str, str] | None = None,
     require_target: bool = True,
 ) -> tuple[pd.DataFrame, DataSchema]:
-    """Validate and type the raw table; see `core.validation.validate_table`."""
-    frame, schema = validate_table(raw, config, expected_schema, require_target)
+    """Validate and type the raw table as of now; see `core.validation.validate_table`."""
+    frame, schema = validate_table(
+        raw, config, expected_schema, require_target, now=pd.Timestamp.now(tz="UTC")
+    )
     logger = get_run_logger()
     for note in schema.notes:
         logger.warning(note)

@@ -157,32 +157,43 @@ def env_example() -> dict[str, str]:
     return dict(pairs)
 
 
+def one_shots() -> set[str]:
+    """The services that run once and exit (`restart: "no"`): preflight and mlflow-users."""
+    return {name for name, spec in compose()["services"].items() if spec.get("restart") == "no"}
+
+
 def test_services_are_health_checked_on_their_endpoints_and_wait_for_healthy() -> None:
     services = compose()["services"]
     assert {"postgres", "prefect-server", "mlflow", "pipeline"} <= set(services)
+    assert one_shots() == {"preflight", "mlflow-users"}
     probes = {}
     for name, spec in services.items():
         check = spec.get("healthcheck") or {}
-        assert check.get("test") and not check.get("disable"), f"{name} has no healthcheck"
-        probes[name] = " ".join(argv(check, "test"))
+        if name not in one_shots():
+            assert check.get("test") and not check.get("disable"), f"{name} has no healthcheck"
+            probes[name] = " ".join(argv(check, "test"))
         depends = spec.get("depends_on") or {}
         assert isinstance(depends, dict), f"{name}: depends_on must name a condition per service"
         for target, rule in depends.items():
             assert target in services, f"{name} depends on an unknown service {target}"
-            assert (rule or {}).get("condition") == "service_healthy", f"{name} must wait for {target}"
+            # A one-shot is never healthy: wait for it to exit 0 instead.
+            wanted = "service_completed_successfully" if target in one_shots() else "service_healthy"
+            assert (rule or {}).get("condition") == wanted, f"{name} must wait for {target}"
     assert "pg_isready" in probes["postgres"]
     assert "http://127.0.0.1:4200/api/health" in probes["prefect-server"]
     assert "http://127.0.0.1:5000/health" in probes["mlflow"]
     assert "http://127.0.0.1:8080/health" in probes["pipeline"]  # the Prefect runner's webserver ...
     assert parser().envs.get("PREFECT_RUNNER_SERVER_ENABLE") == "true"  # ... which the image enables
     assert parser().envs.get("PREFECT_RUNNER_SERVER_PORT") == "8080"
-    assert {*services["prefect-server"]["depends_on"], *services["mlflow"]["depends_on"]} == {"postgres"}
+    servers = {*services["prefect-server"]["depends_on"], *services["mlflow"]["depends_on"]}
+    assert servers == {"postgres", "preflight"}
     assert {"prefect-server", "mlflow"} <= set(services["pipeline"]["depends_on"])
 
 
 def test_healthcheck_script_reports_success_and_failure(tmp_path: Path) -> None:
     script = DOCKER / "healthcheck.py"
-    probes = [argv(spec["healthcheck"], "test")[1:] for spec in compose()["services"].values()]
+    checks = [spec["healthcheck"] for spec in compose()["services"].values()]
+    probes = [argv(check, "test")[1:] for check in checks if not check.get("disable")]
     probes.append(json.loads(values("HEALTHCHECK")[-1].split("CMD", 1)[1]))
     for probe in (p for p in probes if p[0] == "python"):
         assert probe[1] == "/app/docker/healthcheck.py" and repo_file_in_image(probe[1]) == script, probe
@@ -229,11 +240,11 @@ def test_env_example_defines_exactly_the_compose_variables(env_example: dict[str
 def test_secrets_are_required_variables_with_placeholders_never_literals(env_example: dict[str, str]) -> None:
     required = {name for name, rest in references(*scalars(compose())) if rest[:2] in (":?", "?")}
     secrets = {"POSTGRES_PASSWORD", "PREFECT_AUTH_STRING", "MLFLOW_ADMIN_PASSWORD"}
-    assert secrets | {"POSTGRES_USER", "MLFLOW_FLASK_SECRET_KEY", "MLFLOW_TRACKING_PASSWORD"} <= required
+    assert secrets | {"POSTGRES_USER", "MLFLOW_FLASK_SECRET_KEY", "PIPELINE_MLFLOW_PASSWORD"} <= required
     for name in filter(SECRET_NAME.search, env_example):
         assert "CHANGE-ME" in env_example[name], f".env.example: {name} must be an obvious placeholder"
-    assert env_example["MLFLOW_TRACKING_USERNAME"] == env_example["MLFLOW_ADMIN_USERNAME"]
-    assert env_example["MLFLOW_TRACKING_PASSWORD"] == env_example["MLFLOW_ADMIN_PASSWORD"]
+    assert env_example["PIPELINE_MLFLOW_USERNAME"] != env_example["MLFLOW_ADMIN_USERNAME"]
+    assert env_example["PIPELINE_MLFLOW_PASSWORD"] != env_example["MLFLOW_ADMIN_PASSWORD"]
     assert re.fullmatch(r"[^:]+:.+", env_example["PREFECT_AUTH_STRING"]), "PREFECT_AUTH_STRING: user:password"
     for name, spec in compose()["services"].items():
         for key, value in environment(name).items():
@@ -277,7 +288,8 @@ def test_prefect_and_mlflow_variable_names_are_real_settings(env_example: dict[s
     mlflow |= {p.envvar for p in mlflow_server.params if isinstance(p.envvar, str)}
     assert "PREFECT_SERVER_API_AUTH_STRING" in prefect and "PREFECT_BOGUS_SETTING" not in prefect
     assert {"MLFLOW_BACKEND_STORE_URI", "MLFLOW_AUTH_ADMIN_PASSWORD"} <= mlflow
-    named = {name: set(environment(name)) for name in compose()["services"]}
+    # preflight's environment holds the .env names themselves (checked against .env.example below).
+    named = {name: set(environment(name)) for name in compose()["services"] if name != "preflight"}
     named["Dockerfile ENV"] = {
         n for _, item, ctx in instructions() if item["instruction"] == "ENV" for n in ctx.line_envs
     }
@@ -290,8 +302,8 @@ def test_prefect_and_mlflow_variable_names_are_real_settings(env_example: dict[s
 
 def test_built_and_mounted_files_exist() -> None:
     built = {name: spec for name, spec in compose()["services"].items() if "build" in spec}
-    assert set(built) == {"prefect-server", "mlflow", "pipeline"}
-    assert len({spec.get("image") for spec in built.values()}) == 1, "the three services share one image"
+    assert set(built) == {"preflight", "prefect-server", "mlflow", "mlflow-users", "pipeline"}
+    assert len({spec.get("image") for spec in built.values()}) == 1, "the services share one image"
     for name, spec in built.items():
         assert (DOCKER / spec["build"]["context"]).resolve() == ROOT, f"{name}: context is the repository"
         assert (ROOT / spec["build"]["dockerfile"]).resolve() == DOCKERFILE, name
@@ -412,3 +424,197 @@ def test_docker_compose_accepts_the_file_and_requires_the_secrets() -> None:
         config = [*command, "-f", str(COMPOSE_FILE), "--env-file", str(env_file), "config", "--quiet"]
         result = subprocess.run(config, capture_output=True, text=True, cwd=ROOT)
         assert (result.returncode == 0) == valid and (valid or "POSTGRES" in result.stderr), result.stderr
+
+
+# What the postgres image's entrypoint needs as root before it drops to the `postgres` user.
+POSTGRES_CAPABILITIES = {"CHOWN", "DAC_OVERRIDE", "FOWNER", "SETGID", "SETUID"}
+PREFLIGHT = DOCKER / "preflight.py"
+
+
+def real_env(env_example: dict[str, str]) -> dict[str, str]:
+    """.env.example with every placeholder replaced by a fresh random-looking value."""
+    real = dict(env_example)
+    for index, name in enumerate(n for n, value in env_example.items() if "CHANGE-ME" in value):
+        secret = f"{index}f3a9c1e7b5d2048c6e1a9f3b7d5c2e0{index}"
+        real[name] = f"admin:{secret}" if name == "PREFECT_AUTH_STRING" else secret
+    return real
+
+
+def run_preflight(tmp_path: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """Run docker/preflight.py on the host against a .env holding `env`."""
+    env_file = tmp_path / "stack.env"
+    env_file.write_text("".join(f"{name}={value}\n" for name, value in env.items()))
+    command = [sys.executable, str(PREFLIGHT), "--env-file", str(env_file), "--example", str(ENV_EXAMPLE)]
+    return subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
+
+
+def test_every_service_drops_privileges_and_has_a_read_only_root() -> None:
+    for name, spec in compose()["services"].items():
+        assert "no-new-privileges:true" in (spec.get("security_opt") or []), f"{name}: no-new-privileges"
+        assert spec.get("cap_drop") == ["ALL"], f"{name}: must drop every capability"
+        added = set(spec.get("cap_add") or [])
+        assert added <= (POSTGRES_CAPABILITIES if name == "postgres" else set()), f"{name}: cap_add {added}"
+        assert spec.get("read_only") is True, f"{name}: the root filesystem must be read-only"
+        tmpfs = [entry.split(":")[0] for entry in spec.get("tmpfs") or []]
+        assert "/tmp" in tmpfs, f"{name}: /tmp must be a tmpfs on a read-only root"
+        assert spec.get("privileged") is not True and "user" not in spec, name
+    assert "/var/run/postgresql" in service("postgres")["tmpfs"], "postgres needs its socket directory"
+    # The image's user must own the tmpfs mounted inside its home directory.
+    for entry in service("pipeline")["tmpfs"]:
+        path, _, options = entry.partition(":")
+        assert not path.startswith("/home/") or {"uid=1000", "gid=1000"} <= set(options.split(",")), entry
+
+
+def test_preflight_rejects_the_placeholders_of_env_example(
+    tmp_path: Path, env_example: dict[str, str]
+) -> None:
+    placeholders = [name for name, value in env_example.items() if "CHANGE-ME" in value]
+    assert len(placeholders) >= 5
+    result = run_preflight(tmp_path, env_example)
+    assert result.returncode == 1, result.stderr
+    for name in placeholders:
+        assert f"preflight: {name} still holds the placeholder" in result.stderr, name
+    # One placeholder left among real values is enough; its paragraph names it and the fix.
+    for name in placeholders:
+        result = run_preflight(tmp_path, {**real_env(env_example), name: env_example[name]})
+        paragraphs = [p for p in result.stderr.split("\n\n") if p.strip()]
+        assert result.returncode == 1 and len(paragraphs) == 1, result.stderr
+        assert name in paragraphs[0] and "Fix: " in paragraphs[0] and "\n" not in paragraphs[0].strip()
+
+
+def test_preflight_accepts_real_values_and_rejects_weak_ones(
+    tmp_path: Path, env_example: dict[str, str]
+) -> None:
+    real = real_env(env_example)
+    accepted = run_preflight(tmp_path, real)
+    assert accepted.returncode == 0 and not accepted.stderr, accepted.stderr
+    weak = {
+        "MLFLOW_ADMIN_PASSWORD": "changeme-but-longer",
+        "POSTGRES_PASSWORD": "short",
+        "PIPELINE_MLFLOW_USERNAME": real["MLFLOW_ADMIN_USERNAME"],
+        "PIPELINE_MLFLOW_PASSWORD": real["MLFLOW_ADMIN_PASSWORD"],
+        "PREFECT_AUTH_STRING": "no-colon-in-this-string",
+        "POSTGRES_USER": "user@host",
+    }
+    for name, value in weak.items():
+        result = run_preflight(tmp_path, {**real, name: value})
+        assert result.returncode == 1 and f"preflight: {name}" in result.stderr, (name, result.stderr)
+    # A placeholder without the CHANGE-ME marker is still caught: the example's values are compared.
+    unmarked = tmp_path / "unmarked.env.example"
+    unmarked.write_text(
+        ENV_EXAMPLE.read_text().replace("CHANGE-ME-mlflow-admin-password", "example-pass-1234")
+    )
+    env_file = tmp_path / "stack.env"
+    env_file.write_text(
+        "".join(f"{k}={v}\n" for k, v in {**real, "MLFLOW_ADMIN_PASSWORD": "example-pass-1234"}.items())
+    )
+    for example, status in ((unmarked, 1), (ENV_EXAMPLE, 0)):
+        command = [sys.executable, str(PREFLIGHT), "--env-file", str(env_file), "--example", str(example)]
+        result = subprocess.run(command, capture_output=True, text=True)
+        assert result.returncode == status and ("MLFLOW_ADMIN_PASSWORD" in result.stderr) == bool(status)
+    missing = run_preflight(tmp_path, {k: v for k, v in real.items() if k != "MLFLOW_FLASK_SECRET_KEY"})
+    assert missing.returncode == 1 and "MLFLOW_FLASK_SECRET_KEY is not set" in missing.stderr
+
+
+def test_nothing_starts_before_the_preflight_check_passes(env_example: dict[str, str]) -> None:
+    spec = service("preflight")
+    command = argv(spec, "entrypoint", "command")
+    assert (
+        command[:2] == ["python", "/app/docker/preflight.py"] and repo_file_in_image(command[1]) == PREFLIGHT
+    )
+    example = command[command.index("--example") + 1]
+    assert f"../.env.example:{example}:ro" in spec["volumes"], "the compared .env.example is not mounted"
+    # It sees every value it checks, under its .env name, and nothing it would not check.
+    checked = {name for name, value in env_example.items() if "CHANGE-ME" in value}
+    checked |= {"POSTGRES_USER", "MLFLOW_ADMIN_USERNAME", "PIPELINE_MLFLOW_USERNAME"}
+    assert set(environment("preflight")) == checked
+    assert all(value.startswith(f"${{{key}:?") for key, value in environment("preflight").items())
+    for name, other in compose()["services"].items():
+        if name in one_shots():
+            continue
+        rule = (other.get("depends_on") or {}).get("preflight") or {}
+        assert rule.get("condition") == "service_completed_successfully", f"{name} starts without preflight"
+
+
+def test_the_pipeline_never_gets_admin_or_superuser_credentials(env_example: dict[str, str]) -> None:
+    pipeline = environment("pipeline")
+    used = {name for name, _ in references(*pipeline.values())}
+    assert not used & {"MLFLOW_ADMIN_USERNAME", "MLFLOW_ADMIN_PASSWORD", "POSTGRES_USER", "POSTGRES_PASSWORD"}
+    assert pipeline["MLFLOW_TRACKING_USERNAME"].startswith("${PIPELINE_MLFLOW_USERNAME:?")
+    assert pipeline["MLFLOW_TRACKING_PASSWORD"].startswith("${PIPELINE_MLFLOW_PASSWORD:?")
+    # The admin's password goes only to the server, the user-provisioning job and the check.
+    for name in compose()["services"]:
+        if "MLFLOW_ADMIN_PASSWORD" in {n for n, _ in references(*environment(name).values())}:
+            assert name in {"mlflow", "mlflow-users", "preflight"}, f"{name} gets the MLflow admin password"
+    users = service("mlflow-users")
+    command = argv(users, "entrypoint", "command")
+    assert command[:2] == ["python", "/app/docker/mlflow_pipeline_user.py"]
+    assert repo_file_in_image(command[1]) == DOCKER / "mlflow_pipeline_user.py"
+    configs = [command[i + 1] for i, word in enumerate(command) if word == "--config"]
+    served = argv(service("pipeline"), "command")
+    assert configs == [served[i + 1] for i, word in enumerate(served) if word == "--config"]
+    assert environment("mlflow-users")["MLFLOW_TRACKING_USERNAME"].startswith("${MLFLOW_ADMIN_USERNAME:?")
+    assert service("pipeline")["depends_on"]["mlflow-users"]["condition"] == "service_completed_successfully"
+
+
+class FakeAuth:
+    """Records the calls of the MLflow basic-auth client the provisioning script makes."""
+
+    def __init__(self, existing: dict[str, bool]) -> None:
+        self.users, self.calls = dict(existing), []
+
+    def get_user(self, username: str) -> Any:
+        from mlflow.exceptions import RestException
+
+        if username not in self.users:
+            raise RestException({"error_code": "RESOURCE_DOES_NOT_EXIST", "message": username})
+        return type("User", (), {"is_admin": self.users[username]})()
+
+    def __getattr__(self, method: str) -> Any:
+        return lambda *args: self.calls.append((method, *args))
+
+
+def test_the_pipeline_user_is_no_admin_and_gets_edit_only() -> None:
+    import importlib.util
+
+    from mlflow.exceptions import RestException
+
+    spec = importlib.util.spec_from_file_location("mlflow_pipeline_user", DOCKER / "mlflow_pipeline_user.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    auth = FakeAuth({})
+    module.ensure_user(auth, "retrain-pipeline", "pw")
+    assert auth.calls == [("create_user", "retrain-pipeline", "pw")]
+    auth = FakeAuth({"retrain-pipeline": True})  # e.g. promoted by hand: demoted again
+    module.ensure_user(auth, "retrain-pipeline", "new")
+    assert ("update_user_admin", "retrain-pipeline", False) in auth.calls
+    assert ("update_user_password", "retrain-pipeline", "new") in auth.calls
+
+    class Tracking:
+        def __init__(self) -> None:
+            self.created = []
+
+        def get_experiment_by_name(self, name: str) -> Any:
+            return type("Experiment", (), {"experiment_id": "7"})() if name == "demo" else None
+
+        def create_experiment(self, name: str) -> str:
+            self.created.append(name)
+            return "8"
+
+        def get_registered_model(self, name: str) -> Any:
+            raise RestException({"error_code": "RESOURCE_DOES_NOT_EXIST", "message": name})
+
+        def create_registered_model(self, name: str) -> None:
+            self.created.append(name)
+
+    config = type(
+        "Config", (), {"name": "demo", "experiment_name": "demo", "monitoring_experiment": "demo-m"}
+    )
+    auth, tracking = FakeAuth({}), Tracking()
+    module.ensure_grants(auth, tracking, "retrain-pipeline", config)
+    assert tracking.created == ["demo-m", "demo"], "missing experiments and model are created by the admin"
+    assert sorted(auth.calls) == [
+        ("grant_user_permission", "retrain-pipeline", "experiment", "7", "EDIT"),
+        ("grant_user_permission", "retrain-pipeline", "experiment", "8", "EDIT"),
+        ("grant_user_permission", "retrain-pipeline", "registered_model", "demo", "EDIT"),
+    ]
