@@ -9,9 +9,13 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import subprocess
+import sys
 
 from core.errors import BadInputError
 from tasks.settings import Settings
+
+_WATCHDOG: subprocess.Popen[bytes] | None = None
 
 
 def use_local_defaults() -> Settings:
@@ -24,6 +28,8 @@ def use_local_defaults() -> Settings:
     if not settings.prefect_api_url and not os.environ.get("PREFECT_HOME"):
         settings.prefect_home.mkdir(parents=True, exist_ok=True)
         os.environ["PREFECT_HOME"] = str(settings.prefect_home)
+    if not settings.prefect_api_url:
+        reap_orphans_on_exit()
     # The ephemeral API server logs harmless errors while it shuts down; keep them off the console.
     os.environ.setdefault("PREFECT_SERVER_LOGGING_LEVEL", "CRITICAL")
     # Its telemetry heartbeat races the first writes to the fresh SQLite database and logs
@@ -35,6 +41,23 @@ def use_local_defaults() -> Settings:
     # Loading the champion downloads its files: no progress bars between the command's own lines.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     return settings
+
+
+def reap_orphans_on_exit() -> None:
+    """Start the watchdog that stops this process's children (the ephemeral server) when it dies.
+
+    Prefect's ephemeral API server is a child process; if this process is killed, nothing else
+    would stop it (it holds hundreds of MB). See `cli.watchdog`.
+    """
+    global _WATCHDOG
+    if _WATCHDOG is None or _WATCHDOG.poll() is not None:
+        _WATCHDOG = subprocess.Popen(
+            [sys.executable, "-m", "cli.watchdog", str(os.getpid())],
+            start_new_session=True,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
 
 
 def pin_local_state(settings: Settings) -> None:

@@ -1,9 +1,12 @@
 """The promotion lease: one holder per model name across processes, for re-read, compare and moves.
 
-With a Prefect API this is a global concurrency limit of one slot (`retrain-promote-<name>`),
-leased and renewed while held, so runs on different workers exclude each other; a crashed
-holder's lease expires. Without one (Prefect's ephemeral API lives only in this process) it is
-an exclusive `flock` on `<state>/locks/<name>.lock`, which the kernel releases when the holder dies.
+The lock's reach matches the registry's. A local MLflow store (SQLite under the state folder) has
+writers on this machine only: an exclusive `flock` on `<state>/locks/<name>.lock` excludes them
+all, and the kernel releases it the moment a holder dies. A remote MLflow server is shared by
+runs on many workers: with a Prefect API the lease is a global concurrency limit of one slot
+(`retrain-promote-<name>`), leased and renewed while held, which the server frees when a crashed
+holder's lease expires. Without a Prefect API (the ephemeral one lives in this process only) it
+falls back to the local lock.
 """
 
 from __future__ import annotations
@@ -26,10 +29,15 @@ def lease_name(name: str) -> str:
     return f"retrain-promote-{name}"
 
 
+def uses_prefect_lease(settings: Settings, api_url: str | None) -> bool:
+    """Whether the lease is Prefect's (a shared MLflow server and a Prefect API) or a local lock."""
+    return bool(api_url) and not settings.tracking_is_local
+
+
 @contextmanager
 def promotion_lease(settings: Settings, name: str, api_url: str | None) -> Iterator[None]:
     """Hold the promotion lease of model `name` for the block (waits up to 15 minutes)."""
-    if api_url:
+    if uses_prefect_lease(settings, api_url):
         with prefect_lease(lease_name(name)):
             yield
     else:

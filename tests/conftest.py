@@ -160,3 +160,41 @@ def received_events(event: str, resource_id: str, timeout: float = 15.0, expect:
             if (events and expect) or time.monotonic() > deadline:
                 return events
             time.sleep(0.5)
+
+
+def run_concurrently(commands: list[list[str]], env: dict[str, str], cwd: Path) -> list[dict[str, Any]]:
+    """Start every command at once and return each one's `--json` summary (exit 0 asserted)."""
+    import json
+    import subprocess
+
+    started = [
+        subprocess.Popen(c, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for c in commands
+    ]
+    summaries = []
+    for process in started:
+        out, err = process.communicate(timeout=600)
+        assert process.returncode == 0, f"{process.args} exited {process.returncode}:\n{err[-4000:]}"
+        summaries.append(json.loads(out.strip().splitlines()[-1]))
+    return summaries
+
+
+def assert_one_winner(summaries: list[dict[str, Any]], registry: Any, name: str) -> None:
+    """Of identical runs that raced for a model without a champion, exactly one promoted.
+
+    A loser either found its comparison stale (the champion moved while it ran) or, when it started
+    after the winner promoted, compared against an identical model: neither may win.
+    """
+    winners = [s for s in summaries if s["promoted"]]
+    assert len(winners) == 1, [s["decision"] for s in summaries]
+    losers = [s for s in summaries if not s["promoted"]]
+    reasons = [s["decision"] for s in losers]
+    assert all("champion moved to version" in r or "not better by the margin" in r for r in reasons), reasons
+    model = registry.get_registered_model(name)
+    aliases = {alias: str(version) for alias, version in model.aliases.items()}
+    assert aliases["champion"] == winners[0]["model_version"]
+    assert "previous-champion" not in aliases
+    decisions = {
+        str(v.version): v.tags.get("decision") for v in registry.search_model_versions(f"name = '{name}'")
+    }
+    assert sorted(decisions.values()) == ["promoted"] + ["rejected"] * len(losers)

@@ -45,10 +45,10 @@ def first_champion() -> ChampionInfo:
 def test_a_run_paused_after_its_reread_cannot_be_overtaken(
     mlflow_store: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, lease: str
 ) -> None:
-    import tasks.publish
+    import tasks.locks
 
-    if lease == "file-lock":
-        monkeypatch.setattr(tasks.publish, "api_target", lambda: None)
+    # The store here is SQLite (a local lock suffices); the Prefect lease is what a shared server gets.
+    monkeypatch.setattr(tasks.locks, "uses_prefect_lease", lambda settings, api: lease != "file-lock")
     registry = registry_with_champion(tmp_path)
     settings = Settings.from_environment()
     paused = dataclasses.replace(settings, failpoint="after-champion-reread:pause")
@@ -86,8 +86,6 @@ def test_a_run_paused_after_its_reread_cannot_be_overtaken(
 def promote_in_killed_process(store: str, failpoint: str, env: dict[str, str]) -> int:
     """Promote version 2 in a fresh process that SIGKILLs itself at `failpoint`."""
     code = (
-        "import tasks.publish\n"
-        "tasks.publish.api_target = lambda: None\n"  # the flock: the kernel frees it on the kill
         "from core.promotion import Decision\n"
         "from tasks.registry import ChampionInfo, promote\n"
         "from tasks.settings import Settings\n"
@@ -115,7 +113,6 @@ def promote_in_killed_process(store: str, failpoint: str, env: dict[str, str]) -
 def test_a_kill_during_promotion_is_repaired_by_the_next_run(
     mlflow_store: str,
     tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
     failpoint: str,
     champion: str,
     previous: str | None,
@@ -123,12 +120,8 @@ def test_a_kill_during_promotion_is_repaired_by_the_next_run(
 ) -> None:
     from prefect.settings import PREFECT_API_URL
 
-    import tasks.publish
     from tasks.recovery import recover
 
-    # A Prefect lease of a killed holder lasts until the server expires it; the lock of the local
-    # path is freed by the kernel at once, so the next run here need not wait.
-    monkeypatch.setattr(tasks.publish, "api_target", lambda: None)
     registry = registry_with_champion(tmp_path, versions=2)
     env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()}
     assert promote_in_killed_process(mlflow_store, failpoint, env) == -9
@@ -143,3 +136,30 @@ def test_a_kill_during_promotion_is_repaired_by_the_next_run(
     assert aliases.get(PREVIOUS) == previous
     assert registry.get_model_version(NAME, "2").tags["decision"] == decision
     assert PENDING_TAG not in registry.get_registered_model(NAME).tags
+
+
+@pytest.mark.slow
+def test_concurrent_runs_on_sqlite_promote_exactly_one(tmp_path: Path) -> None:
+    import yaml
+
+    from conftest import assert_one_winner, run_concurrently, synthetic_frame
+
+    synthetic_frame(rows=600).to_csv(tmp_path / "data.csv", index=False)
+    config = {
+        "name": NAME,
+        "task": "regression",
+        "target": "y",
+        "time_column": "day",
+        "data": {"source": str(tmp_path / "data.csv")},
+        "candidates": {"linear": {}},
+        "split": {"min_rows": 10},
+    }
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_API_URL", "RETRAIN_"))}
+    env |= {"MLFLOW_TRACKING_URI": store, "PYTHONPATH": str(REPO)}
+    command = [sys.executable, "-m", "cli", "run", "--config", str(tmp_path / "config.yaml"), "--json"]
+
+    summaries = run_concurrently([command, command, command], env, tmp_path)
+
+    assert_one_winner(summaries, MlflowClient(store), NAME)

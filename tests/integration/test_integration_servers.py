@@ -3,7 +3,8 @@
 The scenario (tests/servers.py starts the servers, a 2011-only champion and `retrain serve`):
 the scheduled deployment runs and is linked to its MLflow run; 2012 rows arrive and a drift check
 on summer 2012 alerts; the alert's trigger starts exactly one drift retrain, which promotes a new
-champion; further drifted batches within the cooldown are checked but do not alert again.
+champion; further drifted batches within the cooldown are checked but do not alert again. Three
+identical runs of another model race on the same servers: exactly one promotes.
 """
 
 from __future__ import annotations
@@ -18,8 +19,10 @@ from typing import Any
 
 import pandas as pd
 import pytest
+import yaml
 
-from servers import Stack, basic_auth_header, shared_stack
+from conftest import assert_one_winner, run_concurrently, synthetic_frame
+from servers import RETRAIN, Stack, basic_auth_header, shared_stack
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 SUPPRESSED_BATCHES = ("jul2012", "aug2012", "sep2012")
@@ -176,3 +179,26 @@ def test_drift_retrain_completes_and_becomes_the_champion(stack: Stack, drift_re
     assert previous.version == stack.champion["model_version"]
     assert previous.tags["prefect_flow_run_id"] == stack.champion["prefect_flow_run_id"]
     assert int(champion.version) == int(previous.version) + 2  # v2 is the scheduled run's challenger
+
+
+def test_concurrent_runs_on_the_postgres_backed_servers_promote_exactly_one(
+    stack: Stack, tmp_path: Path
+) -> None:
+    synthetic_frame(rows=600).to_csv(tmp_path / "data.csv", index=False)
+    name = "race-model"
+    config = {
+        "name": name,
+        "task": "regression",
+        "target": "y",
+        "time_column": "day",
+        "data": {"source": str(tmp_path / "data.csv")},
+        "candidates": {"linear": {}},
+        "split": {"min_rows": 10},
+    }
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    command = [RETRAIN, "run", "--config", str(tmp_path / "config.yaml"), "--json"]
+
+    summaries = run_concurrently([command, command, command], stack.env(), tmp_path)
+
+    with stack.mlflow() as registry:
+        assert_one_winner(summaries, registry, name)
