@@ -93,6 +93,18 @@ def test_same_batch_twice_is_skipped(trained, tmp_path: Path) -> None:
     assert first.skipped is False
     assert second.skipped is True and second.mlflow_run_id == first.mlflow_run_id
     assert "was checked in run" in second.reasons[0]
+    assert second.drift_detected == first.drift_detected and second.reasons[1:] == first.reasons
+
+
+def test_an_unfinished_check_of_the_batch_does_not_count(trained, tmp_path: Path) -> None:
+    from mlflow import MlflowClient
+
+    batch = write(synthetic_frame(rows=300, seed=6), tmp_path / "batch.csv")
+    first = drift_check_flow(trained, DataConfig(source=str(batch)))
+    # As if the process of the first check had been killed before it finished its run.
+    MlflowClient().update_run(first.mlflow_run_id, status="RUNNING")
+    again = drift_check_flow(trained, DataConfig(source=str(batch)))
+    assert again.skipped is False and again.mlflow_run_id != first.mlflow_run_id
 
 
 def test_default_batch_is_the_rows_after_training(mlflow_store: str, tmp_path: Path) -> None:

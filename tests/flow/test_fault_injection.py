@@ -29,7 +29,12 @@ pytestmark = pytest.mark.slow
 NAME = "crashing-model"
 
 
-def command(tmp_path: Path, *args: str, failpoint: str | None = None) -> subprocess.Popen[str]:
+def command(
+    tmp_path: Path, *args: str, failpoint: str | None = None, ephemeral: bool = False
+) -> subprocess.Popen[str]:
+    """`retrain <args> --json` on the test's store; on the session's Prefect API unless `ephemeral`."""
+    from prefect.settings import PREFECT_API_URL
+
     env = {
         **os.environ,
         "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
@@ -37,6 +42,8 @@ def command(tmp_path: Path, *args: str, failpoint: str | None = None) -> subproc
     }
     env.pop("RETRAIN_FAILPOINT", None)
     env.pop("PREFECT_API_URL", None)
+    if not ephemeral:
+        env["PREFECT_API_URL"] = PREFECT_API_URL.value()
     if failpoint:
         env["RETRAIN_FAILPOINT"] = failpoint
     return subprocess.Popen(

@@ -156,10 +156,13 @@ def test_concurrent_runs_on_sqlite_promote_exactly_one(tmp_path: Path) -> None:
     }
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
     store = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_API_URL", "RETRAIN_"))}
-    env |= {"MLFLOW_TRACKING_URI": store, "PYTHONPATH": str(REPO)}
+    from prefect.settings import PREFECT_API_URL
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RETRAIN_")}
+    # The session's Prefect API (no ephemeral server per run); the SQLite store means a local lock.
+    env |= {"MLFLOW_TRACKING_URI": store, "PYTHONPATH": str(REPO), "PREFECT_API_URL": PREFECT_API_URL.value()}
     command = [sys.executable, "-m", "cli", "run", "--config", str(tmp_path / "config.yaml"), "--json"]
 
-    summaries = run_concurrently([command, command, command], env, tmp_path)
+    summaries = run_concurrently([command, command], env, tmp_path)
 
     assert_one_winner(summaries, MlflowClient(store), NAME)
