@@ -198,3 +198,22 @@ def assert_one_winner(summaries: list[dict[str, Any]], registry: Any, name: str)
         str(v.version): v.tags.get("decision") for v in registry.search_model_versions(f"name = '{name}'")
     }
     assert sorted(decisions.values()) == ["promoted"] + ["rejected"] * len(losers)
+
+
+def write_tiny_cli_config(folder: Path, name: str, **extra: Any) -> Path:
+    """A synthetic table and a fast linear-only config for `retrain` subprocesses, in `folder`."""
+    import yaml
+
+    synthetic_frame(rows=600).to_csv(folder / "data.csv", index=False)
+    config = {
+        "name": name,
+        "task": "regression",
+        "target": "y",
+        "time_column": "day",
+        "data": {"source": str(folder / "data.csv")},
+        "candidates": {"linear": {}},
+        "split": {"min_rows": 10},
+        **extra,
+    }
+    (folder / "config.yaml").write_text(yaml.safe_dump(config))
+    return folder / "config.yaml"

@@ -19,11 +19,10 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
 from mlflow import MlflowClient
 
 from cli.watchdog import descendants, start_time
-from conftest import REPO, synthetic_frame
+from conftest import REPO, synthetic_frame, write_tiny_cli_config
 
 pytestmark = pytest.mark.slow
 NAME = "crashing-model"
@@ -76,22 +75,11 @@ def wait_for(path: Path, process: subprocess.Popen[str]) -> None:
 
 
 def test_every_crash_point_leaves_true_records_after_the_next_run(tmp_path: Path) -> None:
-    frame = synthetic_frame(rows=600)
-    frame.to_csv(tmp_path / "data.csv", index=False)
+    write_tiny_cli_config(
+        tmp_path, NAME, tuning={"n_trials": 2, "subset_rows": 200}, drift={"cooldown_hours": 0}
+    )
     shifted = synthetic_frame(rows=200, seed=3).assign(x2=lambda f: f["x2"] + 40)
     shifted.to_csv(tmp_path / "shifted.csv", index=False)
-    config = {
-        "name": NAME,
-        "task": "regression",
-        "target": "y",
-        "time_column": "day",
-        "data": {"source": str(tmp_path / "data.csv")},
-        "tuning": {"n_trials": 2, "subset_rows": 200},
-        "candidates": {"linear": {}},
-        "split": {"min_rows": 10},
-        "drift": {"cooldown_hours": 0},
-    }
-    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
     failpoints = tmp_path / ".retrain" / "failpoints"
 
     # Killed during tuning: the ephemeral Prefect server must not outlive the command.

@@ -140,21 +140,9 @@ def test_a_kill_during_promotion_is_repaired_by_the_next_run(
 
 @pytest.mark.slow
 def test_concurrent_runs_on_sqlite_promote_exactly_one(tmp_path: Path) -> None:
-    import yaml
+    from conftest import assert_one_winner, run_concurrently, write_tiny_cli_config
 
-    from conftest import assert_one_winner, run_concurrently, synthetic_frame
-
-    synthetic_frame(rows=600).to_csv(tmp_path / "data.csv", index=False)
-    config = {
-        "name": NAME,
-        "task": "regression",
-        "target": "y",
-        "time_column": "day",
-        "data": {"source": str(tmp_path / "data.csv")},
-        "candidates": {"linear": {}},
-        "split": {"min_rows": 10},
-    }
-    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    write_tiny_cli_config(tmp_path, NAME)
     store = f"sqlite:///{tmp_path / 'mlflow.db'}"
     from prefect.settings import PREFECT_API_URL
 

@@ -19,9 +19,8 @@ from typing import Any
 
 import pandas as pd
 import pytest
-import yaml
 
-from conftest import assert_one_winner, run_concurrently, synthetic_frame
+from conftest import assert_one_winner, run_concurrently, write_tiny_cli_config
 from servers import RETRAIN, Stack, basic_auth_header, shared_stack
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
@@ -184,18 +183,8 @@ def test_drift_retrain_completes_and_becomes_the_champion(stack: Stack, drift_re
 def test_concurrent_runs_on_the_postgres_backed_servers_promote_exactly_one(
     stack: Stack, tmp_path: Path
 ) -> None:
-    synthetic_frame(rows=600).to_csv(tmp_path / "data.csv", index=False)
     name = "race-model"
-    config = {
-        "name": name,
-        "task": "regression",
-        "target": "y",
-        "time_column": "day",
-        "data": {"source": str(tmp_path / "data.csv")},
-        "candidates": {"linear": {}},
-        "split": {"min_rows": 10},
-    }
-    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    write_tiny_cli_config(tmp_path, name)
     command = [RETRAIN, "run", "--config", str(tmp_path / "config.yaml"), "--json"]
 
     summaries = run_concurrently([command, command], stack.env(), tmp_path)
