@@ -256,8 +256,8 @@ def validate_table(
                 problems.append(
                     f"time column '{column}' has {len(late)} row{'' if len(late) == 1 else 's'} dated "
                     f"after {limit.floor('s')} (now plus "
-                    f"data.max_future={config.data.max_future}), e.g. {_examples(late)}; correct the "
-                    "dates, or raise data.max_future if such rows are expected"
+                    f"data.max_future={config.data.max_future}), e.g. {_examples(late.astype(str))}; "
+                    "correct the dates, or raise data.max_future if such rows are expected"
                 )
         if time_note:
             notes.append(f"time column '{column}' {time_note}")

@@ -219,6 +219,10 @@ def promote(
         mlflow_client.set_model_version_tag(name, version, key, value)
     with promotion_lease(settings, name, api_target()):
         repair_promotion(settings, name)
+        # A retry of this task after a failure midway: the first attempt's outcome stands.
+        recorded = mlflow_client.get_model_version(name, version).tags
+        if recorded.get("decision") in {"promoted", "rejected"}:
+            return Decision(recorded["decision"] == "promoted", recorded.get("decision_reason", ""))
         current = get_alias_version(settings, name, CHAMPION)
         reach(settings, "after-champion-reread")
         if decision.promote:

@@ -63,8 +63,13 @@ def mlflow_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
 def use_isolated_store(patch: pytest.MonkeyPatch, root: Path) -> str:
     """Work in `root` with a fresh SQLite MLflow store and download cache there; returns the URI."""
     patch.chdir(root)
+    import mlflow
+
     uri = f"sqlite:///{root / 'mlflow.db'}"
     patch.setenv("MLFLOW_TRACKING_URI", uri)
+    # MLflow's process-wide URIs, which an earlier test's run may have set, win over the variable.
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
     patch.setenv("RETRAIN_CACHE_DIR", str(root / "cache"))
     patch.delenv("RETRAIN_DATA", raising=False)
     return uri
@@ -107,7 +112,7 @@ def synthetic_frame(rows: int = 400, seed: int = 0, task: str = "regression") ->
         y = np.where(signal > np.median(signal), "high", "low")
     return pd.DataFrame(
         {
-            "day": pd.date_range("2024-01-01", periods=rows, freq="D").strftime("%Y-%m-%d"),
+            "day": pd.date_range("2020-01-01", periods=rows, freq="D").strftime("%Y-%m-%d"),
             "x1": x1,
             "x2": x2,
             "color": color,

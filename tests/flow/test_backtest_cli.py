@@ -15,7 +15,7 @@ from conftest import synthetic_frame
     ("args", "message"),
     [
         (["--policies", "never,sometimes"], "unknown policy 'sometimes'"),
-        (["--step", "400d", "--start", "2024-12-01"], "larger than the data after the start"),
+        (["--step", "400d", "--start", "2020-12-01"], "larger than the data after the start"),
         (["--start", "2015-01-01"], "outside the data"),
         (["--step", "fortnight"], "is not a duration"),
     ],

@@ -43,7 +43,7 @@ def test_drifted_batch_raises_an_event_the_api_stores(trained, tmp_path: Path, m
     batch = synthetic_frame(rows=600, seed=7)
     batch["x1"] += 3.0
     batch["x2"] += 6.0
-    batch["day"] = pd.date_range("2030-01-01", periods=len(batch), freq="D").strftime("%Y-%m-%d")
+    batch["day"] = pd.date_range("2024-01-01", periods=len(batch), freq="D").strftime("%Y-%m-%d")
     result = drift_check_flow(trained, DataConfig(source=str(write(batch, tmp_path / "batch.csv"))))
 
     assert result.drift_detected is True and result.event_emitted is True
@@ -96,13 +96,13 @@ def test_same_batch_twice_is_skipped(trained, tmp_path: Path) -> None:
     assert second.drift_detected == first.drift_detected and second.reasons[1:] == first.reasons
 
 
-def test_an_unfinished_check_of_the_batch_does_not_count(trained, tmp_path: Path) -> None:
+def test_an_unfinished_check_of_the_batch_does_not_count(trained, mlflow_store: str, tmp_path: Path) -> None:
     from mlflow import MlflowClient
 
     batch = write(synthetic_frame(rows=300, seed=6), tmp_path / "batch.csv")
     first = drift_check_flow(trained, DataConfig(source=str(batch)))
     # As if the process of the first check had been killed before it finished its run.
-    MlflowClient().update_run(first.mlflow_run_id, status="RUNNING")
+    MlflowClient(mlflow_store).update_run(first.mlflow_run_id, status="RUNNING")
     again = drift_check_flow(trained, DataConfig(source=str(batch)))
     assert again.skipped is False and again.mlflow_run_id != first.mlflow_run_id
 

@@ -16,6 +16,7 @@ import threading
 import time
 from pathlib import Path
 
+import mlflow
 import pytest
 from mlflow import MlflowClient
 
@@ -29,7 +30,7 @@ NAME = "test-model"
 
 def registry_with_champion(tmp_path: Path, versions: int = 3) -> MlflowClient:
     """A registered model with `versions` versions; version 1 is the champion."""
-    registry = MlflowClient()
+    registry = MlflowClient(mlflow.get_tracking_uri(), registry_uri=mlflow.get_tracking_uri())
     registry.create_registered_model(NAME)
     for _ in range(versions):
         registry.create_model_version(NAME, source=str(tmp_path))
@@ -153,4 +154,4 @@ def test_concurrent_runs_on_sqlite_promote_exactly_one(tmp_path: Path) -> None:
 
     summaries = run_concurrently([command, command], env, tmp_path)
 
-    assert_one_winner(summaries, MlflowClient(store), NAME)
+    assert_one_winner(summaries, MlflowClient(store, registry_uri=store), NAME)

@@ -211,7 +211,7 @@ def test_typed_output_and_schema() -> None:
     assert schema.categorical == ["color", "flag"]
     assert list(typed.columns) == ["day", "x1", "x2", "color", "flag", "y"]
     assert pd.api.types.is_datetime64_any_dtype(typed["day"])
-    assert typed["day"].iloc[0] == pd.Timestamp("2024-01-01")
+    assert typed["day"].iloc[0] == pd.Timestamp("2020-01-01")
     assert schema.as_dict() == {
         "target": "y",
         "time_column": "day",
