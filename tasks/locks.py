@@ -75,21 +75,20 @@ def file_lock(settings: Settings, name: str) -> Iterator[None]:
     folder = settings.state_dir / "locks"
     folder.mkdir(parents=True, exist_ok=True)
     with open(folder / f"{name}.lock", "a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            get_run_logger().info("Waiting for the promotion lock of %s (another run holds it)", name)
-            deadline = time.monotonic() + LEASE_WAIT_S
-            while True:
-                try:
-                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() > deadline:
-                        raise TimeoutError(
-                            f"the promotion lock of {name} was held for {LEASE_WAIT_S} s"
-                        ) from None
-                    time.sleep(0.1)
+        deadline = time.monotonic() + LEASE_WAIT_S
+        waiting = False
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if not waiting:
+                    get_run_logger().info("Waiting for the promotion lock of %s (another run holds it)", name)
+                    waiting = True
+                if time.monotonic() > deadline:
+                    held = f"the promotion lock of {name} was held for {LEASE_WAIT_S} s"
+                    raise TimeoutError(held) from None
+                time.sleep(0.1)
         try:
             yield
         finally:

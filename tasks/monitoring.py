@@ -97,11 +97,11 @@ def drift_history(settings: Settings, config: PipelineConfig, data_sha256: str) 
 
     same = finished(f"tags.data_sha256 = '{data_sha256}'")
     recent = finished(limit=max(1, config.drift.window))
-    alerts = finished("tags.alert = 'sent'") + finished("tags.alert = 'pending'")
-    last_alert = max((run.info.start_time for run in alerts), default=None)
+    pending = finished("tags.alert = 'pending'", limit=10)
+    last_alert = max((run.info.start_time for run in finished("tags.alert = 'sent'") + pending), default=None)
     unsent = [
         (run.info.run_id, run.data.tags["alert_event_id"], json.loads(run.data.tags["alert_payload"]))
-        for run in finished("tags.alert = 'pending'", limit=10)
+        for run in pending
     ]
     return DriftHistory(
         same[0].info.run_id if same else None,
