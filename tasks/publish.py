@@ -18,6 +18,10 @@ from core.secrets import redact_url
 from tasks.options import io_edge_options
 
 DRIFT_EVENT = "retrain.drift.detected"
+# Events of a model's lifecycle, each for resource `retrain.model.<name>`; notifications match them.
+SUPPRESSED_EVENT = "retrain.drift.suppressed"
+PROMOTED_EVENT = "retrain.model.promoted"
+ROLLED_BACK_EVENT = "retrain.model.rolled-back"
 
 
 def model_resource_id(name: str) -> str:
@@ -100,6 +104,24 @@ def emit_drift_event(name: str, event_id: str, payload: dict[str, Any]) -> tuple
         note = f"event {event.id} sent to {redact_url(target)}"
     get_run_logger().info(note)
     return event is not None, note
+
+
+@task(name="emit-model-event", **io_edge_options())
+def emit_model_event(name: str, event: str, payload: dict[str, Any]) -> bool:
+    """Emit a lifecycle event (`PROMOTED_EVENT`, `ROLLED_BACK_EVENT` ...) for `retrain.model.<name>`.
+
+    Returns:
+        Whether Prefect had an API to send it to.
+    """
+    from prefect.events import emit_event
+
+    sent = emit_event(
+        event=event,
+        resource={"prefect.resource.id": model_resource_id(name), "prefect.resource.name": name},
+        payload=payload,
+    )
+    get_run_logger().info("event %s %s", event, "sent" if sent is not None else "not sent: no Prefect API")
+    return sent is not None
 
 
 @task(name="publish-drift-summary", cache_policy=NO_CACHE)
