@@ -22,11 +22,15 @@ $(STAMP): pyproject.toml
 run: install
 	$(BIN)/retrain run --config $(CONFIG)
 
+# Test files are spread over two worker processes; a file's tests stay on one worker, so its
+# module fixtures (trained models, server stacks) are built once.
+TEST_WORKERS ?= 2
+
 test: install
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 test-fast: install
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not slow"
 
 bench: install
 	$(BIN)/python benchmarks/overhead.py

@@ -6,6 +6,7 @@ run ids explicitly and talks to `MlflowClient`.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import socket
@@ -38,10 +39,32 @@ TRACKED_PACKAGES = ("prefect", "mlflow", "scikit-learn", "pandas", "numpy", "evi
 
 
 def client(settings: Settings) -> MlflowClient:
-    """A client for the tracking store and registry of `settings`."""
-    if settings.tracking_is_local:
-        settings.state_dir.mkdir(parents=True, exist_ok=True)
-    return MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
+    """A client for the tracking store and registry of `settings`.
+
+    MLflow creates a new local database's tables when a client first opens it, with no lock of
+    its own: two runs started together on a fresh SQLite file both create them and one fails
+    ("table ... already exists"). So the first client of a local store in this process is made
+    under an exclusive `flock`, which the kernel releases if its holder dies.
+    """
+    uri = settings.tracking_uri
+    if not settings.tracking_is_local or uri in _INITIALISED_STORES:
+        return MlflowClient(tracking_uri=uri, registry_uri=uri)
+    folder = settings.state_dir / "locks"
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / "mlflow-store.lock", "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            mlflow_client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+            mlflow_client.search_experiments(max_results=1)
+            mlflow_client.search_registered_models(max_results=1)
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+    _INITIALISED_STORES.add(uri)
+    return mlflow_client
+
+
+# Local stores whose tables this process has seen created (see `client`).
+_INITIALISED_STORES: set[str] = set()
 
 
 def ensure_experiment(settings: Settings, mlflow_client: MlflowClient, name: str) -> str:
