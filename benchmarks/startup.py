@@ -15,7 +15,8 @@ bike-sharing data (`--data`), in a fresh folder:
 Prints the median of each and its ratio to the bare import, against the targets of issue 15
 (whole drift command at most 2x the import with a local server; the run's fixed cost the same).
 
-Usage: python benchmarks/startup.py [--data PATH] [--repeats N] [--runs N]
+Usage: python benchmarks/startup.py [--data PATH] [--repeats N] [--runs N] [--ephemeral-runs N]
+       [--champion-trials N]
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import yaml
 from common import REPO, add_data_option
 
 CONFIG = REPO / "configs" / "bike_sharing.yaml"
@@ -147,7 +149,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_data_option(parser)
     parser.add_argument("--repeats", type=int, default=5, help="drift checks (and bare imports) each way")
-    parser.add_argument("--runs", type=int, default=2, help="`retrain run` on all rows, each way")
+    parser.add_argument("--runs", type=int, default=2, help="`retrain run` on all rows, local server")
+    parser.add_argument("--ephemeral-runs", type=int, help="the same, ephemeral API (default: --runs)")
+    parser.add_argument("--champion-trials", type=int, help="tuning.n_trials of the 2011 champion (quicker)")
     parser.add_argument(
         "--explicit-url",
         action="store_true",
@@ -163,7 +167,13 @@ def main() -> None:
     train_2011 = work / "bike-2011.csv"
     frame[frame["dteday"] < "2012-01-01"].to_csv(train_2011, index=False)
     config = str(CONFIG)
+    if args.champion_trials:
+        raw = yaml.safe_load(CONFIG.read_text())
+        raw["tuning"] = {**raw.get("tuning", {}), "n_trials": args.champion_trials}
+        (work / "champion.yaml").write_text(yaml.safe_dump(raw))
+        config = str(work / "champion.yaml")
     timed(retrain("run", "--config", config, "--data", str(train_2011), "--json"), work, env)
+    config = str(CONFIG)
     batches = iter(write_batch(frame, work / f"batch-{i}.csv", i) for i in range(2 * args.repeats + 2))
 
     def drift_checks(count: int) -> list[float]:
@@ -174,6 +184,7 @@ def main() -> None:
             )
             assert summary and "drift_detected" in summary, summary
             walls.append(wall)
+            print(f"  (retrain drift: {wall:.2f} s)", file=sys.stderr, flush=True)
         return walls
 
     def full_runs(count: int) -> list[tuple[float, datetime, datetime]]:
@@ -182,6 +193,7 @@ def main() -> None:
             started = datetime.now().astimezone()
             wall, _ = timed(retrain("run", "--config", config, "--data", str(csv), "--json"), work, env)
             runs.append((wall, started, datetime.now().astimezone()))
+            print(f"  (retrain run: {wall:.2f} s)", file=sys.stderr, flush=True)
         return runs
 
     bare = [timed(BARE_IMPORT, work, env)[0] for _ in range(2)]  # warm the file cache
@@ -189,8 +201,9 @@ def main() -> None:
     bare, ephemeral_drift = [], []
     for _ in range(args.repeats):
         bare.append(timed(BARE_IMPORT, work, env)[0])
+        print(f"  (bare import: {bare[-1]:.2f} s)", file=sys.stderr, flush=True)
         ephemeral_drift += drift_checks(1)
-    ephemeral_runs = full_runs(args.runs)
+    ephemeral_runs = full_runs(args.runs if args.ephemeral_runs is None else args.ephemeral_runs)
 
     sys.path.insert(0, str(REPO))
     from cli.servers import local_prefect_server
@@ -203,6 +216,7 @@ def main() -> None:
         server_drift = []
         for _ in range(args.repeats):
             bare.append(timed(BARE_IMPORT, work, env)[0])
+            print(f"  (bare import: {bare[-1]:.2f} s)", file=sys.stderr, flush=True)
             server_drift += drift_checks(1)
         server_runs = full_runs(args.runs)
         # The ephemeral runs' task runs are in the same database (.retrain/prefect), now served here.
@@ -221,6 +235,8 @@ def main() -> None:
         )
         print(f"{label:<52} {seconds:>9.2f} {seconds / bare_s:>8.2f}x  {verdict}")
     for label, runs in (("ephemeral Prefect", ephemeral_runs), ("local server", server_runs)):
+        if not runs:
+            continue
         wall = statistics.median(r[0] for r in runs)
         fit = statistics.median(fits[id(r)][0] for r in runs)
         fixed = wall - fit
