@@ -108,3 +108,47 @@ def test_a_live_process_whose_api_does_not_answer_is_not_used_and_keeps_its_reco
     write_record(settings, LocalServer(this.api_url, this.pid, "0", this.owner))
     assert running_local_server(settings) is None
     assert not settings.local_server_file.exists()
+
+
+def test_a_command_takes_the_recorded_server_unless_prefect_api_url_is_set(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cli.servers import stop, wait_until_healthy
+
+    monkeypatch.chdir(tmp_path)
+    # A stand-in that answers /api/health like a Prefect server (a file served by http.server).
+    (tmp_path / "www" / "api").mkdir(parents=True)
+    (tmp_path / "www" / "api" / "health").write_text("true")
+    port = free_port(4333)
+    served = subprocess.Popen(
+        [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory", "www"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    api_url = f"http://127.0.0.1:{port}/api"
+    code = "from cli.process import use_local_defaults; print(use_local_defaults().prefect_api_url)"
+    settings = Settings.from_environment({})
+
+    def api_of_a_command(**env: str) -> str:
+        completed = subprocess.run(
+            [sys.executable, "-c", code],
+            env={**command_environment(), "PYTHONPATH": str(Path(__file__).parents[2]), **env},
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        )
+        return completed.stdout.strip()
+
+    try:
+        wait_until_healthy(f"{api_url}/health", served, 60)
+        started = start_time(served.pid) or ""
+        write_record(settings, LocalServer(api_url, served.pid, started, "retrain serve"))
+        assert api_of_a_command() == api_url
+        assert api_of_a_command(PREFECT_API_URL="http://elsewhere:4200/api") == "http://elsewhere:4200/api"
+    finally:
+        stop(served)
+    # Once the server is gone, the next command starts its own API and drops the record.
+    assert api_of_a_command() == "None"
+    assert not settings.local_server_file.exists()
