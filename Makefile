@@ -34,6 +34,7 @@ test-fast: install
 
 bench: install
 	$(BIN)/python benchmarks/overhead.py
+	$(BIN)/python benchmarks/startup.py
 	$(BIN)/python benchmarks/drift.py
 	$(BIN)/python benchmarks/trigger_latency.py
 	$(BIN)/python benchmarks/scale.py

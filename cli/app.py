@@ -13,7 +13,13 @@ from typing import Annotated, TypeVar
 import typer
 from rich.console import Console
 
-from cli.process import pin_local_state, quiet_bad_input_on_console, stop_on_sigterm, use_local_defaults
+from cli.process import (
+    pin_local_state,
+    prefect_api_note,
+    quiet_bad_input_on_console,
+    stop_on_sigterm,
+    use_local_defaults,
+)
 from cli.render import fail, print_drift_summary, print_json, print_summary
 from core.backtest import BacktestPlan
 from core.config import DataConfig, PipelineConfig, load_config, parse_config
@@ -97,6 +103,8 @@ def run_flow(call: Callable[[], Result], debug: bool) -> Result:
     """Run a flow call; bad input is printed once, by the command, without Prefect's traceback."""
     if not debug:
         quiet_bad_input_on_console()
+    if note := prefect_api_note():
+        typer.echo(note, err=True)
     return run_guarded(call, debug)
 
 
@@ -204,7 +212,10 @@ def serve(
             from cli.servers import local_prefect_server
 
             console.print("Starting a local Prefect server (database in .retrain/prefect) ...")
-            api_url = run_guarded(lambda: stack.enter_context(local_prefect_server(settings, port)), debug)
+            api_url = run_guarded(
+                lambda: stack.enter_context(local_prefect_server(settings, port, owner="retrain serve")),
+                debug,
+            )
         from prefect import serve as prefect_serve
         from prefect.settings import PREFECT_API_URL, temporary_settings
 
@@ -237,7 +248,7 @@ def dashboard(
     console = Console()
     with ExitStack() as stack:
         api_url = settings.prefect_api_url or stack.enter_context(
-            local_prefect_server(settings, prefect_port)
+            local_prefect_server(settings, prefect_port, owner="retrain dashboard")
         )
         mlflow_url = (
             settings.tracking_uri

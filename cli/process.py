@@ -1,7 +1,9 @@
 """Process settings of the command line: what must hold before Prefect is imported, and on the way out.
 
 Prefect reads its settings when it is first imported, so the commands call `use_local_defaults`
-before importing anything that imports Prefect (the flows, the tasks, the deployments).
+before importing anything that imports Prefect (the flows, the tasks, the deployments). That is
+also when a command picks its Prefect API: `PREFECT_API_URL`, else the local server that
+`retrain serve` or `retrain dashboard` runs in this state folder, else Prefect's ephemeral one.
 """
 
 from __future__ import annotations
@@ -12,20 +14,32 @@ import signal
 import subprocess
 import sys
 
+from cli.servers import LocalServer, running_local_server
 from core.errors import BadInputError
 from tasks.settings import Settings
 
 _WATCHDOG: subprocess.Popen[bytes] | None = None
+_REUSED_SERVER: LocalServer | None = None
 
 
 def use_local_defaults() -> Settings:
-    """Without a Prefect API, keep Prefect's ephemeral database in the state folder too.
+    """Without a Prefect API, use the local server of this state folder, or an ephemeral one.
+
+    The local server is the one `retrain serve` or `retrain dashboard` started (recorded under
+    `.retrain/`); without one, Prefect's ephemeral API starts in this process, its database in the
+    state folder too, and a watchdog stops it should this process die.
 
     Returns:
         The settings of this process, read after the defaults are set.
     """
+    global _REUSED_SERVER
     settings = Settings.from_environment()
-    if not settings.prefect_api_url and not os.environ.get("PREFECT_HOME"):
+    configured = bool(settings.prefect_api_url)
+    if not configured and (server := running_local_server(settings)):
+        _REUSED_SERVER = server
+        os.environ["PREFECT_API_URL"] = server.api_url
+        settings = Settings.from_environment()
+    if not configured and not os.environ.get("PREFECT_HOME"):
         settings.prefect_home.mkdir(parents=True, exist_ok=True)
         os.environ["PREFECT_HOME"] = str(settings.prefect_home)
     if not settings.prefect_api_url:
@@ -41,6 +55,25 @@ def use_local_defaults() -> Settings:
     # Loading the champion downloads its files: no progress bars between the command's own lines.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     return settings
+
+
+def prefect_api_note() -> str | None:
+    """Which Prefect API this command's flow runs use, when the user did not name one.
+
+    Call after Prefect is imported (it reads Prefect's own setting).
+    """
+    from prefect.settings import PREFECT_API_URL
+
+    api_url = PREFECT_API_URL.value()
+    if _REUSED_SERVER is not None and api_url == _REUSED_SERVER.api_url:
+        where = api_url.removesuffix("/api")
+        return f"Prefect: the local server at {where} that `{_REUSED_SERVER.owner}` started"
+    if not api_url:
+        return (
+            "Prefect: an ephemeral API in this process (seconds to start; `retrain dashboard` "
+            "keeps a local server that later commands reuse)"
+        )
+    return None
 
 
 def reap_orphans_on_exit() -> None:

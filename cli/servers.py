@@ -1,10 +1,14 @@
 """Local servers of the command line: Prefect and MLflow UIs for `retrain serve` and `retrain dashboard`.
 
-Each server is a child process that is stopped (by its process id) when the block exits.
+Each server is a child process that is stopped (by its process id) when the block exits. While a
+local Prefect server is up, its URL and process are recorded in the state folder, so that the other
+`retrain` commands run against it instead of starting Prefect's ephemeral API (seconds per command).
+Standard library only: the commands read the record before Prefect is imported.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -15,9 +19,31 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from cli.watchdog import start_time
 from tasks.settings import Settings
+
+# A live local server answers its health check in milliseconds; a command waits no longer than this.
+HEALTH_TIMEOUT_S = 1.5
+
+
+@dataclass(frozen=True)
+class LocalServer:
+    """A local Prefect server that `retrain serve` or `retrain dashboard` started.
+
+    Attributes:
+        api_url: Its API (`http://127.0.0.1:<port>/api`).
+        pid: The server's process id.
+        started: That process's start time (`cli.watchdog.start_time`): tells it from a reused pid.
+        owner: The command that started it (`retrain dashboard`).
+    """
+
+    api_url: str
+    pid: int
+    started: str
+    owner: str
 
 
 def free_port(preferred: int) -> int:
@@ -30,6 +56,54 @@ def free_port(preferred: int) -> int:
                 continue
             return probe.getsockname()[1]
     raise RuntimeError("no free port on 127.0.0.1")
+
+
+def answers_health(api_url: str, timeout: float = HEALTH_TIMEOUT_S) -> bool:
+    """Whether the Prefect API at `api_url` answers `/health` with 200 within `timeout` seconds."""
+    try:
+        with urllib.request.urlopen(f"{api_url}/health", timeout=timeout) as response:
+            return response.status == 200
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+@contextmanager
+def recorded_server(settings: Settings, server: LocalServer) -> Iterator[None]:
+    """Record `server` in the state folder for the block; the record is removed on the way out."""
+    path = settings.local_server_file
+    path.parent.mkdir(parents=True, exist_ok=True)
+    written = path.with_suffix(f".{os.getpid()}.tmp")
+    written.write_text(json.dumps(asdict(server)))
+    written.replace(path)  # atomic: a reader never sees half a record
+    try:
+        yield
+    finally:
+        if read_record(settings) == server:  # not a newer server's record
+            path.unlink(missing_ok=True)
+
+
+def read_record(settings: Settings) -> LocalServer | None:
+    """The recorded local server, or None when there is no record or it cannot be read."""
+    try:
+        return LocalServer(**json.loads(settings.local_server_file.read_text()))
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def running_local_server(settings: Settings) -> LocalServer | None:
+    """The recorded local Prefect server when its process lives and its API answers, else None.
+
+    A record whose process is gone (a server killed with SIGKILL leaves one) is stale: it is
+    removed. A live server that does not answer in time is not used, and its record is kept.
+    """
+    path = settings.local_server_file
+    if not path.exists():
+        return None
+    server = read_record(settings)
+    if server is None or start_time(server.pid) != server.started:
+        path.unlink(missing_ok=True)
+        return None
+    return server if answers_health(server.api_url) else None
 
 
 def wait_until_healthy(
@@ -102,9 +176,13 @@ def spawn(
 
 @contextmanager
 def local_prefect_server(
-    settings: Settings, preferred_port: int = 4200, timeout: float = 90
+    settings: Settings, preferred_port: int = 4200, timeout: float = 90, owner: str = "retrain"
 ) -> Iterator[str]:
-    """A Prefect server with its SQLite database in the settings' Prefect home; yields its API URL."""
+    """A Prefect server with its SQLite database in the settings' Prefect home; yields its API URL.
+
+    While it is up it is recorded in the state folder (see `running_local_server`), as started by
+    the command `owner`.
+    """
     settings.prefect_home.mkdir(parents=True, exist_ok=True)
     port = free_port(preferred_port)
     process = start_prefect_server(
@@ -113,7 +191,9 @@ def local_prefect_server(
     api_url = f"http://127.0.0.1:{port}/api"
     try:
         wait_until_healthy(f"{api_url}/health", process, timeout)
-        yield api_url
+        server = LocalServer(api_url, process.pid, start_time(process.pid) or "", owner)
+        with recorded_server(settings, server):
+            yield api_url
     finally:
         stop(process)
 

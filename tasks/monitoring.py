@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -11,6 +12,7 @@ from typing import Any
 
 import mlflow
 import pandas as pd
+from mlflow.entities import Metric
 from prefect import task
 
 from core.config import PipelineConfig
@@ -193,9 +195,13 @@ def log_evidence(
     }
     run = mlflow_client.create_run(experiment_id, run_name=f"drift-{config.name}", tags=tags)
     run_id = run.info.run_id
-    for column in columns:
-        mlflow_client.log_metric(run_id, f"drift_score.{column.column}", column.score)
-    mlflow_client.log_metric(run_id, "share_drifted", summary.share_drifted or 0.0)
+    now = int(time.time() * 1000)
+    scores = {f"drift_score.{column.column}": column.score for column in columns}
+    scores["share_drifted"] = summary.share_drifted or 0.0
+    metrics = [Metric(key, float(value), now, 0) for key, value in scores.items()]
+    # A write per 1,000 scores (MLflow's batch limit), not one database transaction per score.
+    for start in range(0, len(metrics), 1000):
+        mlflow_client.log_batch(run_id, metrics=metrics[start : start + 1000])
     log_json(mlflow_client, run_id, summary.to_dict(), "drift/summary.json")
     if details:
         log_json(mlflow_client, run_id, details, "drift/evidently.json")

@@ -11,12 +11,13 @@ import os
 import socket
 
 from mlflow.entities import ViewType
+from mlflow.exceptions import MlflowException
 from prefect import get_run_logger, task
 
 from core.config import PipelineConfig
 from tasks.locks import promotion_lease
 from tasks.options import io_edge_options
-from tasks.registry import repair_promotion
+from tasks.registry import PENDING_TAG, repair_promotion
 from tasks.settings import Settings
 from tasks.tracking import PROCESS_TAG, client
 
@@ -52,6 +53,22 @@ def mark_killed_runs(settings: Settings, experiment_names: list[str]) -> list[st
     return killed
 
 
+def registry_needs_repair(settings: Settings, name: str) -> bool:
+    """Whether model `name` has a promotion intent or a version without a decision, read unlocked.
+
+    Without either there is nothing for the locked repairs to do, and whatever appears after this
+    read belongs to a run that is alive now (a crashed one leaves its records before it dies).
+    """
+    mlflow_client = client(settings)
+    try:
+        if PENDING_TAG in mlflow_client.get_registered_model(name).tags:
+            return True
+    except MlflowException:
+        return False  # no registered model yet
+    versions = mlflow_client.search_model_versions(f"name = '{name}'")
+    return any("decision" not in version.tags and version.run_id for version in versions)
+
+
 def mark_interrupted_versions(settings: Settings, name: str) -> list[str]:
     """Tag `decision=interrupted` on versions without a decision whose run ended without one."""
     mlflow_client = client(settings)
@@ -78,12 +95,14 @@ def recover(settings: Settings, config: PipelineConfig) -> list[str]:
     notes = [f"run {run_id} marked KILLED" for run_id in mark_killed_runs(settings, experiments)]
     from tasks.publish import api_target
 
-    with promotion_lease(settings, config.name, api_target()):
-        repaired = repair_promotion(settings, config.name)
-        notes += [repaired] if repaired else []
-        notes += [
-            f"version {v} marked {INTERRUPTED}" for v in mark_interrupted_versions(settings, config.name)
-        ]
+    # The lease (a Prefect API round trip with a shared registry) only when there is something to repair.
+    if registry_needs_repair(settings, config.name):
+        with promotion_lease(settings, config.name, api_target()):
+            repaired = repair_promotion(settings, config.name)
+            notes += [repaired] if repaired else []
+            notes += [
+                f"version {v} marked {INTERRUPTED}" for v in mark_interrupted_versions(settings, config.name)
+            ]
     for note in notes:
         get_run_logger().warning("Recovered after a crash: %s", note)
     return notes

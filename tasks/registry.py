@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
-import mlflow.sklearn
 import pandas as pd
 import yaml
 from mlflow.exceptions import MlflowException
@@ -155,6 +154,8 @@ def register_model(
     Returns:
         The new version number.
     """
+    import mlflow.sklearn  # only registering needs the flavour (drift checks load with skops)
+
     mlflow.set_tracking_uri(settings.tracking_uri)
     mlflow.set_registry_uri(settings.tracking_uri)
     # The signature needs column types, not every row: a sample keeps logging quick.

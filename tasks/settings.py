@@ -2,7 +2,8 @@
 
 Read at run time from the environment (never at import time) and passed down to the edges.
 Without MLFLOW_TRACKING_URI or PREFECT_API_URL, everything lives under `.retrain/` in the working
-directory: MLflow on SQLite, Prefect's own database, the download cache and the drift reports.
+directory: MLflow on SQLite, Prefect's own database, the download cache, the drift reports and
+the record of a local Prefect server that other commands reuse.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 STATE_DIR_NAME = ".retrain"
+LOCAL_SERVER_FILE = "prefect-server.json"
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,11 @@ class Settings:
             prefect_api_url=env.get("PREFECT_API_URL") or None,
             failpoint=env.get("RETRAIN_FAILPOINT") or None,
         )
+
+    @property
+    def local_server_file(self) -> Path:
+        """Where `retrain serve` / `retrain dashboard` record the local Prefect server they started."""
+        return self.state_dir / LOCAL_SERVER_FILE
 
     @property
     def tracking_is_local(self) -> bool:

@@ -155,3 +155,35 @@ def test_concurrent_runs_on_sqlite_promote_exactly_one(tmp_path: Path) -> None:
     summaries = run_concurrently([command, command], env, tmp_path)
 
     assert_one_winner(summaries, MlflowClient(store, registry_uri=store), NAME)
+
+
+def test_recovery_takes_no_lease_when_the_registry_holds_nothing_to_repair(
+    mlflow_store: str, tmp_path: Path
+) -> None:
+    from tasks.locks import file_lock
+    from tasks.recovery import recover
+
+    registry = registry_with_champion(tmp_path, versions=1)
+    registry.set_model_version_tag(NAME, "1", "decision", "promoted")
+    settings = Settings.from_environment()
+    held, release, notes = threading.Event(), threading.Event(), []
+
+    def hold_the_lease() -> None:
+        with file_lock(settings, NAME):
+            held.set()
+            release.wait(300)
+
+    holder = threading.Thread(target=hold_the_lease)
+    checker = threading.Thread(target=lambda: notes.append(recover(settings, make_config("unused"))))
+    holder.start()
+    try:
+        assert held.wait(30)
+        # Another run holds the lease (promoting, say): this run's recovery must not wait for it.
+        checker.start()
+        checker.join(timeout=120)
+        assert notes == [[]], "recovery waited for the promotion lease with nothing to repair"
+    finally:
+        release.set()
+        holder.join()
+        if checker.is_alive():
+            checker.join()

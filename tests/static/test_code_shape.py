@@ -20,7 +20,7 @@ MLFLOW_EDGES = {"tasks/tracking.py", "tasks/registry.py", "tasks/monitoring.py",
 RETRYING_EDGES = MLFLOW_EDGES | {"tasks/ingest.py", "tasks/publish.py"}
 PREFECT_LAYERS = ("tasks", "flows", "deployments", "cli")
 # Modules the command line imports before Prefect reads its settings.
-BEFORE_PREFECT = ("cli.process", "tasks.settings", "core.config", "core.errors")
+BEFORE_PREFECT = ("cli.process", "cli.servers", "tasks.settings", "core.config", "core.errors")
 
 
 def modules() -> list[Path]:

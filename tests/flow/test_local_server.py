@@ -1,0 +1,154 @@
+"""Commands reuse the local Prefect server of their state folder; a stale record of one is ignored.
+
+`retrain serve` and `retrain dashboard` record the local server they start (`cli.servers`) in
+`.retrain/prefect-server.json`. A later command in that folder, without PREFECT_API_URL, runs its
+flow there instead of starting Prefect's ephemeral API; a record whose process is gone is removed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cli.servers import LocalServer, free_port, local_prefect_server, running_local_server
+from cli.watchdog import start_time
+from conftest import synthetic_frame
+from tasks.settings import Settings
+
+RETRAIN = [sys.executable, "-m", "cli"]
+
+
+def command_environment() -> dict[str, str]:
+    """The environment of a user's shell: no Prefect API, no MLflow URI, no test overrides."""
+    return {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_", "RETRAIN_"))}
+
+
+def write_record(settings: Settings, server: LocalServer) -> None:
+    settings.local_server_file.parent.mkdir(parents=True, exist_ok=True)
+    settings.local_server_file.write_text(json.dumps(server.__dict__))
+
+
+def test_a_command_runs_its_flow_on_the_local_server_of_its_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    synthetic_frame(rows=200).to_csv(tmp_path / "data.csv", index=False)
+    config = {
+        "name": "local-server-model",
+        "task": "regression",
+        "target": "y",
+        "time_column": "day",
+        "data": {"source": str(tmp_path / "data.csv")},
+        "candidates": {"linear": {}},
+        "tuning": {"n_trials": 1},
+        "split": {"min_rows": 10},
+    }
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
+    settings = Settings.from_environment({})
+
+    with local_prefect_server(settings, free_port(4330), owner="retrain dashboard") as api_url:
+        assert running_local_server(settings) == LocalServer(
+            **json.loads(settings.local_server_file.read_text())
+        )
+        completed = subprocess.run(
+            [*RETRAIN, "run", "--config", "c.yaml", "--json"],
+            cwd=tmp_path,
+            env=command_environment(),
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert completed.returncode == 0, completed.stderr[-3000:]
+        assert f"the local server at {api_url.removesuffix('/api')}" in completed.stderr
+        flow_run_id = json.loads(completed.stdout.strip().splitlines()[-1])["prefect_flow_run_id"]
+        with urllib.request.urlopen(f"{api_url}/flow_runs/{flow_run_id}", timeout=30) as response:
+            flow_run = json.loads(response.read())
+        assert flow_run["state_type"] == "COMPLETED"
+
+    # The server is stopped and its record removed with it: the next command starts its own API.
+    assert not settings.local_server_file.exists()
+    assert running_local_server(settings) is None
+
+
+def test_a_record_whose_server_is_gone_is_ignored_and_removed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    settings = Settings.from_environment({})
+    ended = subprocess.Popen([sys.executable, "-c", "pass"])
+    ended.wait()
+    port = free_port(4331)  # nothing listens there
+    write_record(settings, LocalServer(f"http://127.0.0.1:{port}/api", ended.pid, "1", "retrain dashboard"))
+
+    assert running_local_server(settings) is None
+    assert not settings.local_server_file.exists()
+
+
+def test_a_live_process_whose_api_does_not_answer_is_not_used_and_keeps_its_record(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    settings = Settings.from_environment({})
+    port = free_port(4332)
+    this = LocalServer(
+        f"http://127.0.0.1:{port}/api", os.getpid(), start_time(os.getpid()) or "", "retrain serve"
+    )
+    write_record(settings, this)
+
+    assert running_local_server(settings) is None
+    assert settings.local_server_file.exists()
+    # A reused pid (same number, another start time) is a gone server.
+    write_record(settings, LocalServer(this.api_url, this.pid, "0", this.owner))
+    assert running_local_server(settings) is None
+    assert not settings.local_server_file.exists()
+
+
+def test_a_command_takes_the_recorded_server_unless_prefect_api_url_is_set(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cli.servers import stop, wait_until_healthy
+
+    monkeypatch.chdir(tmp_path)
+    # A stand-in that answers /api/health like a Prefect server (a file served by http.server).
+    (tmp_path / "www" / "api").mkdir(parents=True)
+    (tmp_path / "www" / "api" / "health").write_text("true")
+    port = free_port(4333)
+    served = subprocess.Popen(
+        [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory", "www"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    api_url = f"http://127.0.0.1:{port}/api"
+    code = "from cli.process import use_local_defaults; print(use_local_defaults().prefect_api_url)"
+    settings = Settings.from_environment({})
+
+    def api_of_a_command(**env: str) -> str:
+        completed = subprocess.run(
+            [sys.executable, "-c", code],
+            env={**command_environment(), "PYTHONPATH": str(Path(__file__).parents[2]), **env},
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        )
+        return completed.stdout.strip()
+
+    try:
+        wait_until_healthy(f"{api_url}/health", served, 60)
+        started = start_time(served.pid) or ""
+        write_record(settings, LocalServer(api_url, served.pid, started, "retrain serve"))
+        assert api_of_a_command() == api_url
+        assert api_of_a_command(PREFECT_API_URL="http://elsewhere:4200/api") == "http://elsewhere:4200/api"
+    finally:
+        stop(served)
+    # Once the server is gone, the next command starts its own API and drops the record.
+    assert api_of_a_command() == "None"
+    assert not settings.local_server_file.exists()
