@@ -174,11 +174,10 @@ def predict(
     pipeline_config = prepare(config, None, debug)
     from flows.score import score_flow
 
-    batch = DataConfig(source=data, query=query, **pipeline_config.data.model_dump(include=READ_SETTINGS))
+    read = pipeline_config.data.model_dump(include=READ_SETTINGS)
+    batch = DataConfig(source=data, query=query, **read) if data else None
     chosen = str(version) if version else None
-    result = run_flow(
-        lambda: score_flow(pipeline_config, out, batch if data else None, chosen, out_table), debug
-    )
+    result = run_flow(lambda: score_flow(pipeline_config, out, batch, chosen, out_table), debug)
     if as_json:
         print_json(result)
     else:

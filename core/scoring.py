@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 from sklearn.pipeline import Pipeline
 
-from core.config import PipelineConfig
+from core.config import DataConfig, PipelineConfig
 from core.errors import BadInputError, DataError
 from core.tables import PARQUET_SUFFIXES, ColumnFilter, columns_to_read
 from core.validation import DataSchema
@@ -58,6 +58,12 @@ def output_target(out: str | None, config: PipelineConfig) -> str:
         )
     output_kind(target)
     return target
+
+
+def full_precision(data: DataConfig) -> DataConfig:
+    """The source read in the types `pd.read_csv` gives (no float32), so the predictions equal those
+    of any MLflow client scoring the same file."""
+    return data.model_copy(update={"compact_dtypes": False})
 
 
 def scoring_columns(config: PipelineConfig) -> ColumnFilter:

@@ -7,7 +7,14 @@ from prefect.runtime import flow_run
 
 from core.config import DataConfig, PipelineConfig
 from core.results import ScoreSummary
-from core.scoring import PREDICTION, key_frame, output_target, prediction_stats, scoring_columns
+from core.scoring import (
+    PREDICTION,
+    full_precision,
+    key_frame,
+    output_target,
+    prediction_stats,
+    scoring_columns,
+)
 from core.tables import fingerprint
 from tasks.ingest import ingest
 from tasks.output import write_predictions
@@ -46,7 +53,7 @@ def score_flow(
     schema = model.input_schema(config.target, config.time_column)
 
     # The batch, with the same checks as training (target optional)
-    raw = ingest(data or config.data, scoring_columns(config), settings)
+    raw = ingest(full_precision(data or config.data), scoring_columns(config), settings)
     batch, _ = validate(raw, config, model.schema, require_target=False)
     keys = key_frame(raw, config.key_columns)
     data_sha256 = fingerprint(raw)
