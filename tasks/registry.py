@@ -520,11 +520,16 @@ def delete_version(settings: Settings, name: str, version: Any) -> None:
     from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
     mlflow_client = client(settings)
-    if version.model_id:
-        logged = mlflow_client.get_logged_model(version.model_id)
+    # The registry does not always return the id it was given; MLflow 3 sources name it too.
+    source = version.source or ""
+    model_id = version.model_id or (
+        source.removeprefix("models:/") if source.startswith("models:/m-") else None
+    )
+    if model_id:
+        logged = mlflow_client.get_logged_model(model_id)
         files = get_artifact_repository(logged.artifact_location, tracking_uri=settings.tracking_uri)
         files.delete_artifacts()
-        mlflow_client.delete_logged_model(version.model_id)
+        mlflow_client.delete_logged_model(model_id)
     mlflow_client.delete_model_version(name, version.version)
 
 
