@@ -35,7 +35,9 @@ def output_kind(out: str) -> str:
     """
     if "://" in out and not out.startswith(("http://", "https://", "file://")):
         return "sql"
-    suffix = Path(out.removeprefix("file://")).suffix.lower()
+    suffix = (
+        "" if out.startswith(("http://", "https://")) else Path(out.removeprefix("file://")).suffix.lower()
+    )
     if suffix == ".csv":
         return "csv"
     if suffix in PARQUET_SUFFIXES:
