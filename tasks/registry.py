@@ -556,7 +556,16 @@ def prune_versions(settings: Settings, name: str, keep: int) -> list[str]:
         for version in reversed(versions_newest_first(settings, name)[keep:]):
             if str(version.version) in protected or "decision" not in version.tags:
                 continue
-            delete_version(settings, name, version)
+            try:
+                delete_version(settings, name, version)
+            except MlflowException as exc:
+                if exc.error_code != "PERMISSION_DENIED":
+                    raise
+                # A user with EDIT only (as in the Docker stack) may register but not delete.
+                get_run_logger().warning(
+                    "Retention skipped: the MLflow user may not delete versions (%s)", exc
+                )
+                break
             deleted.append(str(version.version))
     if deleted:
         get_run_logger().info("Deleted %d old versions of %s: %s", len(deleted), name, ", ".join(deleted))
