@@ -273,3 +273,18 @@ def test_bad_input_exits_2_and_leaves_no_output(store: Store, tmp_path: Path) ->
     bad_predict(store, tmp_path, nameless, expect=["No champion is registered for model 'never-trained'"])
     result = invoke("predict", "--config", str(config), "--out", str(tmp_path / "predicted.xlsx"))
     assert result.exit_code == 2 and "neither a .csv or .parquet file" in result.stderr
+
+
+def test_a_write_that_fails_midway_leaves_the_old_file_and_no_partial_one(tmp_path: Path) -> None:
+    from core.errors import DataError
+    from tasks.output import write_predictions
+
+    out = tmp_path / "predicted.parquet"
+    out.write_bytes(b"the earlier predictions")
+    unwritable = pd.DataFrame({"prediction": [1.0, "not a number"]})  # Parquet refuses mixed types
+    with pytest.raises(DataError, match=f"Writing the predictions to {out} failed"):
+        write_predictions.fn(unwritable, str(out), "unused")
+    assert out.read_bytes() == b"the earlier predictions"
+    assert [p.name for p in tmp_path.iterdir()] == ["predicted.parquet"]
+    write_predictions.fn(pd.DataFrame({"prediction": [1.0, 2.0]}), str(out), "unused")
+    assert pd.read_parquet(out)["prediction"].tolist() == [1.0, 2.0]
