@@ -101,6 +101,14 @@ def prepare(config_path: Path, data: str | None, debug: bool) -> PipelineConfig:
     return config
 
 
+def show(result: Result, as_json: bool, render: Callable[[Result], None]) -> None:
+    """The `--json` line of `result`, or its human rendering."""
+    if as_json:
+        print_json(result)
+    else:
+        render(result)
+
+
 def run_flow(call: Callable[[], Result], debug: bool) -> Result:
     """Run a flow call; bad input is printed once, by the command, without Prefect's traceback."""
     if not debug:
@@ -178,10 +186,7 @@ def predict(
     batch = DataConfig(source=data, query=query, **read) if data else None
     chosen = str(version) if version else None
     result = run_flow(lambda: score_flow(pipeline_config, out, batch, chosen, out_table), debug)
-    if as_json:
-        print_json(result)
-    else:
-        print_score_summary(result)
+    show(result, as_json, print_score_summary)
 
 
 @app.command()
@@ -194,10 +199,7 @@ def models(config: ConfigOption, as_json: JsonOption = False, debug: DebugOption
     listing = run_guarded(
         lambda: list_versions(settings, pipeline_config.name, pipeline_config.metric.name), debug
     )
-    if as_json:
-        print_json(listing)
-    else:
-        print_models(listing)
+    show(listing, as_json, print_models)
 
 
 @app.command()
@@ -214,10 +216,7 @@ def rollback(
     from flows.rollback import rollback_flow
 
     result = run_flow(lambda: rollback_flow(pipeline_config, reason, str(to) if to else None), debug)
-    if as_json:
-        print_json(result)
-    else:
-        print_rollback(result)
+    show(result, as_json, print_rollback)
 
 
 @app.command()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -225,3 +226,32 @@ def write_tiny_cli_config(folder: Path, name: str, **extra: Any) -> Path:
     }
     (folder / "config.yaml").write_text(yaml.safe_dump(config))
     return folder / "config.yaml"
+
+
+def cli_json(*args: str) -> dict[str, Any]:
+    """Run `retrain <args>` in-process; exit 0 asserted, the last stdout line parsed as JSON."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from cli.app import app
+
+    result = CliRunner().invoke(app, list(args))
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+@contextmanager
+def isolated_cli_store(tmp_path_factory: pytest.TempPathFactory, folder: str) -> Iterator[tuple[Path, str]]:
+    """For a module fixture: a folder with its own MLflow store, seen by in-process `retrain` commands
+    (on the session's Prefect API). Yields the folder and the store's URI; undone afterwards."""
+    from prefect.settings import PREFECT_API_URL
+
+    root = tmp_path_factory.mktemp(folder)
+    patch = pytest.MonkeyPatch()
+    uri = use_isolated_store(patch, root)
+    patch.setenv("PREFECT_API_URL", str(PREFECT_API_URL.value()))
+    try:
+        yield root, uri
+    finally:
+        patch.undo()

@@ -23,7 +23,7 @@ from typer.testing import CliRunner
 
 import flows.score  # noqa: F401 - configures Prefect's logging now, not inside a CliRunner's streams
 from cli.app import app
-from conftest import synthetic_frame, use_isolated_store
+from conftest import cli_json, isolated_cli_store, synthetic_frame
 from core.results import ScoreSummary, json_keys
 
 REGRESSOR, CLASSIFIER = "score-reg", "score-clf"
@@ -57,29 +57,22 @@ def invoke(*args: str) -> Result:
     return CliRunner().invoke(app, list(args))
 
 
-def last_json(result: Result) -> dict[str, Any]:
-    assert result.exit_code == 0, result.output
-    return json.loads(result.stdout.strip().splitlines()[-1])
-
-
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory):
-    from prefect.settings import PREFECT_API_URL
-
-    root = tmp_path_factory.mktemp("predict")
-    patch = pytest.MonkeyPatch()
-    uri = use_isolated_store(patch, root)
-    patch.setenv("PREFECT_API_URL", str(PREFECT_API_URL.value()))
-    try:
+    with isolated_cli_store(tmp_path_factory, "predict") as (root, uri):
         configs = {}
         for name, task in ((REGRESSOR, "regression"), (CLASSIFIER, "classification")):
             source = root / f"{task}.csv"
             synthetic_frame(rows=300, seed=1, task=task).to_csv(source, index=False)
             configs[name] = write_config(root / f"{name}.yaml", name, task, source)
-            assert last_json(invoke("run", "--config", str(configs[name]), "--json"))["promoted"]
+            assert cli_json("run", "--config", str(configs[name]), "--json")["promoted"]
         yield Store(root, uri, configs)
-    finally:
-        patch.undo()
+
+
+def predict_json(config: Path, batch: Path, out: Path | str, *extra: str) -> dict[str, Any]:
+    return cli_json(
+        "predict", "--config", str(config), "--data", str(batch), "--out", str(out), *extra, "--json"
+    )
 
 
 def batch_csv(folder: Path, frame: pd.DataFrame | None = None) -> Path:
@@ -99,18 +92,7 @@ def test_predictions_equal_the_models_own_with_keys_and_an_mlflow_record(
 ) -> None:
     batch = batch_csv(tmp_path)
     out = tmp_path / "scores" / "predicted.csv"
-    summary = last_json(
-        invoke(
-            "predict",
-            "--config",
-            str(store.configs[REGRESSOR]),
-            "--data",
-            str(batch),
-            "--out",
-            str(out),
-            "--json",
-        )
-    )
+    summary = predict_json(store.configs[REGRESSOR], batch, out)
     assert set(summary) == set(json_keys(ScoreSummary))
     written = pd.read_csv(out)
     rows = pd.read_csv(batch)
@@ -143,18 +125,7 @@ def test_predictions_equal_the_models_own_with_keys_and_an_mlflow_record(
     assert stats["max"] == pytest.approx(expected.max(), rel=1e-6)
 
     # The same rows again: the same fingerprint (the drift check and the records can match batches)
-    again = last_json(
-        invoke(
-            "predict",
-            "--config",
-            str(store.configs[REGRESSOR]),
-            "--data",
-            str(batch),
-            "--out",
-            str(out),
-            "--json",
-        )
-    )
+    again = predict_json(store.configs[REGRESSOR], batch, out)
     assert again["data_sha256"] == summary["data_sha256"]
 
 
@@ -169,20 +140,7 @@ def test_classifier_probabilities_and_parquet_with_chosen_keys_and_version(
     )  # fmt: skip
     batch = batch_csv(tmp_path, synthetic_frame(rows=40, seed=5, task="classification").drop(columns=["y"]))
     out = tmp_path / "predicted.parquet"
-    summary = last_json(
-        invoke(
-            "predict",
-            "--config",
-            str(keyed),
-            "--data",
-            str(batch),
-            "--out",
-            str(out),
-            "--version",
-            "1",
-            "--json",
-        )
-    )
+    summary = predict_json(keyed, batch, out, "--version", "1")
     written = pd.read_parquet(out)
     rows = pd.read_csv(batch)
     model = own_model(store, CLASSIFIER)
@@ -217,8 +175,7 @@ def test_predictions_to_a_sql_table_replace_it_in_one_transaction(
         with engine.begin() as connection:
             pd.DataFrame({"old": [1, 2, 3]}).to_sql(table, connection, index=False)  # replaced by the run
         batch = batch_csv(tmp_path)
-        args = ["predict", "--config", str(store.configs[REGRESSOR]), "--data", str(batch), "--out", url]
-        summary = last_json(invoke(*args, "--out-table", table, "--json"))
+        summary = predict_json(store.configs[REGRESSOR], batch, url, "--out-table", table)
         assert summary["out"].endswith(f"(table {table})")
         with engine.connect() as connection:
             written = pd.read_sql(sa.text(f'SELECT * FROM "{table}"'), connection)

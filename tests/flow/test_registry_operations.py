@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import mlflow
 import pytest
@@ -21,7 +20,7 @@ from typer.testing import CliRunner
 
 import flows.rollback  # noqa: F401 - configures Prefect's logging now, not inside a CliRunner's streams
 from cli.app import app
-from conftest import make_config, synthetic_frame, use_isolated_store
+from conftest import cli_json, isolated_cli_store, make_config, synthetic_frame
 from core.promotion import Decision
 from core.results import ModelsListing, RollbackSummary, json_keys
 from tasks.registry import ChampionInfo, promote, prune_versions
@@ -42,20 +41,9 @@ def invoke(*args: str) -> Result:
     return CliRunner().invoke(app, list(args))
 
 
-def last_json(result: Result) -> dict[str, Any]:
-    assert result.exit_code == 0, result.output
-    return json.loads(result.stdout.strip().splitlines()[-1])
-
-
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory):
-    from prefect.settings import PREFECT_API_URL
-
-    root = tmp_path_factory.mktemp("registry")
-    patch = pytest.MonkeyPatch()
-    uri = use_isolated_store(patch, root)
-    patch.setenv("PREFECT_API_URL", str(PREFECT_API_URL.value()))
-    try:
+    with isolated_cli_store(tmp_path_factory, "registry") as (root, uri):
         data = root / "data.csv"
         synthetic_frame(rows=300, seed=1).to_csv(data, index=False)
         raw = {
@@ -71,11 +59,9 @@ def store(tmp_path_factory: pytest.TempPathFactory):
         }
         config = root / "config.yaml"
         config.write_text(yaml.safe_dump(raw, sort_keys=False))
-        first = last_json(invoke("run", "--config", str(config), "--json"))
+        first = cli_json("run", "--config", str(config), "--json")
         assert first["promoted"] and first["model_version"] == "1"
         yield Store(root, uri, config, data)
-    finally:
-        patch.undo()
 
 
 def aliases(client: MlflowClient, name: str = NAME) -> dict[str, str]:
@@ -100,7 +86,7 @@ def test_an_identical_rerun_registers_nothing(store: Store) -> None:
     """From: version 1 champion. The same data and config again: nothing trained or registered."""
     client = MlflowClient(store.uri)
     before = version_numbers(client)
-    summary = last_json(invoke("run", "--config", str(store.config), "--json"))
+    summary = cli_json("run", "--config", str(store.config), "--json")
     assert summary["registered"] is False and summary["promoted"] is False
     assert summary["decision"].startswith("identical to the champion: same data")
     assert summary["model_version"] == "1"
@@ -111,7 +97,7 @@ def test_an_identical_rerun_registers_nothing(store: Store) -> None:
     raw["promotion"] = {"min_improvement": 0.5}
     other = store.root / "other-margin.yaml"
     other.write_text(yaml.safe_dump(raw))
-    retrained = last_json(invoke("run", "--config", str(other), "--json"))
+    retrained = cli_json("run", "--config", str(other), "--json")
     assert retrained["registered"] is True and int(retrained["model_version"]) > 1
     assert not retrained["promoted"] and "not better by the margin" in retrained["decision"]
 
@@ -126,8 +112,7 @@ def test_promote_then_roll_back_and_models_shows_the_history(store: Store) -> No
     assert promote(settings, NAME, newer, Decision(True, "better by the margin"), compared).promote
     assert aliases(client)["champion"] == newer and aliases(client)["previous-champion"] == first
 
-    result = invoke("rollback", "--config", str(store.config), "--reason", "complaints about v2", "--json")
-    summary = last_json(result)
+    summary = cli_json("rollback", "--config", str(store.config), "--reason", "complaints about v2", "--json")
     assert set(summary) == set(json_keys(RollbackSummary))
     assert summary["champion_version"] == first and summary["rolled_back_from"] == newer
     assert aliases(client)["champion"] == first and aliases(client)["previous-champion"] == newer
@@ -135,7 +120,7 @@ def test_promote_then_roll_back_and_models_shows_the_history(store: Store) -> No
     assert tag["to"] == first and tag["reason"] == "complaints about v2"
     assert "promotion_in_progress" not in client.get_registered_model(NAME).tags
 
-    listing = last_json(invoke("models", "--config", str(store.config), "--json"))
+    listing = cli_json("models", "--config", str(store.config), "--json")
     assert set(listing) == set(json_keys(ModelsListing))
     moves = [(e["action"], e["version"], e["previous"]) for e in listing["history"]]
     assert moves == [("promoted", "1", None), ("promoted", newer, first), ("rolled back", first, newer)]
