@@ -20,7 +20,15 @@ from cli.process import (
     stop_on_sigterm,
     use_local_defaults,
 )
-from cli.render import fail, print_drift_summary, print_json, print_summary
+from cli.render import (
+    fail,
+    print_drift_summary,
+    print_json,
+    print_models,
+    print_rollback,
+    print_score_summary,
+    print_summary,
+)
 from core.backtest import BacktestPlan
 from core.config import DataConfig, PipelineConfig, load_config, parse_config
 from core.errors import BadInputError
@@ -99,6 +107,14 @@ def prepare(config_path: Path, data: str | None, debug: bool) -> PipelineConfig:
     return config
 
 
+def show(result: Result, as_json: bool, render: Callable[[Result], None]) -> None:
+    """The `--json` line of `result`, or its human rendering."""
+    if as_json:
+        print_json(result)
+    else:
+        render(result)
+
+
 def run_flow(call: Callable[[], Result], debug: bool) -> Result:
     """Run a flow call; bad input is printed once, by the command, without Prefect's traceback."""
     if not debug:
@@ -151,6 +167,64 @@ def drift(
         print_json(result)
     else:
         print_drift_summary(result)
+
+
+@app.command()
+def predict(
+    config: ConfigOption,
+    out: str = typer.Option(
+        None, "--out", help="Where to write: .csv or .parquet path, or SQLAlchemy URL (default: score.out)."
+    ),
+    data: str = typer.Option(
+        None, "--data", help="Rows to score: path, URL or SQL URL (default: data.source / RETRAIN_DATA)."
+    ),
+    query: str = typer.Option(None, "--query", help="SQL query to run when --data is a database URL."),
+    out_table: str = typer.Option(
+        None, "--out-table", help="Table to write when --out is a database URL (default: score.out_table)."
+    ),
+    version: int = typer.Option(None, "--version", min=1, help="Score with this version, not @champion."),
+    as_json: JsonOption = False,
+    debug: DebugOption = False,
+) -> None:
+    """Score rows with the champion (or --version N) and write predictions with the row keys."""
+    pipeline_config = prepare(config, None, debug)
+    from flows.score import score_flow
+
+    read = pipeline_config.data.model_dump(include=READ_SETTINGS)
+    batch = DataConfig(source=data, query=query, **read) if data else None
+    chosen = str(version) if version else None
+    result = run_flow(lambda: score_flow(pipeline_config, out, batch, chosen, out_table), debug)
+    show(result, as_json, print_score_summary)
+
+
+@app.command()
+def models(config: ConfigOption, as_json: JsonOption = False, debug: DebugOption = False) -> None:
+    """List the model's versions with aliases, test metric, decision, trigger, and the alias history."""
+    pipeline_config = prepare(config, None, debug)
+    from tasks.registry import list_versions
+
+    settings = Settings.from_environment()
+    listing = run_guarded(
+        lambda: list_versions(settings, pipeline_config.name, pipeline_config.metric.name), debug
+    )
+    show(listing, as_json, print_models)
+
+
+@app.command()
+def rollback(
+    config: ConfigOption,
+    reason: str = typer.Option(..., "--reason", help="Why; recorded on the version and in the history."),
+    to: int = typer.Option(None, "--to", min=1, help="Version to bring back (default: previous-champion)."),
+    data: DataOption = None,
+    as_json: JsonOption = False,
+    debug: DebugOption = False,
+) -> None:
+    """Move champion back to previous-champion (or --to N) when the current data fits that version."""
+    pipeline_config = prepare(config, data, debug)
+    from flows.rollback import rollback_flow
+
+    result = run_flow(lambda: rollback_flow(pipeline_config, reason, str(to) if to else None), debug)
+    show(result, as_json, print_rollback)
 
 
 @app.command()

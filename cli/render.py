@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from core.results import DriftSummary, RetrainSummary, json_view
+from core.results import DriftSummary, ModelsListing, RetrainSummary, RollbackSummary, ScoreSummary, json_view
 from core.secrets import redact_url
 from tasks.redaction import mask_known
 
@@ -45,6 +45,10 @@ def table(title: str, columns: Sequence[str], rows: Sequence[dict[str, Any]]) ->
 def print_summary(result: RetrainSummary, tracking_uri: str) -> None:
     """The human summary: leaderboard, baseline, champion, decision, where to look."""
     console = Console()
+    if not result.registered:
+        console.print(f"[bold yellow]NOTHING REGISTERED[/] {result.model_name}: {escape(result.decision)}")
+        console.print(f"MLflow: run {result.mlflow_run_id} in {redact_url(tracking_uri)}", highlight=False)
+        return
     metric = result.metric
     columns = ("rank", "candidate", f"validation_{metric}", "trials", "best_params", "best_per_round")
     console.print(table(f"Leaderboard (validation {metric})", columns, result.leaderboard))
@@ -84,6 +88,65 @@ def print_drift_summary(result: DriftSummary) -> None:
     console.print(
         f"Report: {result.report_path}\nMLflow run: {result.mlflow_run_id}\n"
         f"Alert: {escape(result.event_note)}",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+def print_score_summary(result: ScoreSummary) -> None:
+    """The human scoring summary: version, rows, where the predictions went, their distribution."""
+    stats = result.prediction_stats
+    if "class_shares" in stats:
+        spread = ", ".join(f"{label} {share:.1%}" for label, share in stats["class_shares"].items())
+    else:
+        q = stats["quantiles"]
+        spread = f"median {q['0.5']:.4g}, 5%-95% {q['0.05']:.4g} to {q['0.95']:.4g}, mean {stats['mean']:.4g}"
+    Console().print(
+        f"Scored {result.rows} rows with {result.model_name} v{result.model_version}: {spread}\n"
+        f"Predictions: {result.out} (columns {', '.join(result.columns)})\n"
+        f"MLflow run: {result.mlflow_run_id}",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+def print_models(listing: ModelsListing) -> None:
+    """The versions table (newest first) and the alias history (oldest first)."""
+    console = Console()
+    rows = [
+        {
+            "version": row.version,
+            "aliases": ", ".join(row.aliases),
+            f"test {listing.metric}": "" if row.test_metric is None else f"{row.test_metric:.4f}",
+            "decision": row.decision,
+            "reason": row.reason,
+            "trigger": row.trigger,
+            "created": row.created,
+        }
+        for row in listing.versions
+    ]
+    columns = ("version", "aliases", f"test {listing.metric}", "decision", "reason", "trigger", "created")
+    console.print(table(f"Versions of {listing.model_name}", columns, rows))
+    history = [
+        {
+            "#": entry["seq"],
+            "at": entry["at"],
+            "action": entry["action"],
+            "champion": entry["version"],
+            "previous": entry["previous"] or "",
+            "reason": entry["reason"],
+        }
+        for entry in listing.history
+    ]
+    console.print(table("Alias history", ("#", "at", "action", "champion", "previous", "reason"), history))
+
+
+def print_rollback(result: RollbackSummary) -> None:
+    """What the rollback moved."""
+    Console().print(
+        f"[bold green]ROLLED BACK[/] {result.model_name}: champion is version {result.champion_version} "
+        f"again (was {result.rolled_back_from}); previous-champion is {result.rolled_back_from}.\n"
+        f"Reason: {escape(result.reason)}",
         highlight=False,
         soft_wrap=True,
     )

@@ -40,8 +40,9 @@ CLASSIFICATION_METRICS = {
 # Built-in candidate names per task, in the catalogue's order.
 CANDIDATES = {task_kind: tuple(algorithms) for task_kind, algorithms in CATALOGUE.items()}
 # Settings of when runs happen, not of what a run computes: left out of the config's fingerprint, so
-# moving a schedule does not change the lineage of the models.
-SCHEDULING_KEYS = {"schedule": None, "drift": ("cron", "cooldown_hours")}
+# moving a schedule does not change the lineage of the models (nor does how predictions are written
+# or how many versions the registry keeps).
+SCHEDULING_KEYS = {"schedule": None, "score": None, "registry": None, "drift": ("cron", "cooldown_hours")}
 # A config needs a handful of YAML aliases at most; more, or an expansion this large, is a
 # "billion laughs" document, refused before PyYAML or json.dumps expands it.
 MAX_YAML_ALIASES = 100
@@ -240,6 +241,39 @@ class ScheduleConfig(_Section):
     timezone: str = "UTC"
 
 
+class ScoreConfig(_Section):
+    """Batch scoring with the champion (`retrain predict`, deployment `<name>-score`)."""
+
+    cron: str | None = Field(None, description="Schedule of the scoring deployment (none: no schedule).")
+    key_columns: list[str] | None = Field(
+        None, description="Row key columns written beside the predictions (default: time_column)."
+    )
+    out: str | None = Field(
+        None, description="Output of the scheduled deployment: a .csv/.parquet path or SQLAlchemy URL."
+    )
+    out_table: str = Field(
+        "predictions", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="Table written at a SQL `out`."
+    )
+
+    @field_serializer("out", when_used="json")
+    def _mask_credentials(self, value: str | None) -> str | None:
+        return redact_url(value) if value else value
+
+    @model_validator(mode="after")
+    def _scheduled_needs_out(self) -> ScoreConfig:
+        if self.cron and not self.out:
+            raise ValueError("score.cron needs score.out (where the scheduled predictions are written)")
+        return self
+
+
+class RegistryConfig(_Section):
+    """How many registered versions are kept."""
+
+    keep_versions: int = Field(
+        10, ge=1, description="Newest versions kept; older ones holding no alias are deleted after a run."
+    )
+
+
 class PipelineConfig(_Section):
     """The whole pipeline configuration."""
 
@@ -257,6 +291,8 @@ class PipelineConfig(_Section):
     mlflow: MlflowConfig = Field(default_factory=MlflowConfig)
     drift: DriftConfig = Field(default_factory=DriftConfig)
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    score: ScoreConfig = Field(default_factory=ScoreConfig)
+    registry: RegistryConfig = Field(default_factory=RegistryConfig)
 
     @model_validator(mode="after")
     def _defaults_for_task(self) -> PipelineConfig:
@@ -299,6 +335,18 @@ class PipelineConfig(_Section):
     def monitoring_experiment(self) -> str:
         """MLflow experiment for drift checks."""
         return f"{self.experiment_name}-monitoring"
+
+    @property
+    def scoring_experiment(self) -> str:
+        """MLflow experiment for batch-scoring runs."""
+        return f"{self.experiment_name}-scoring"
+
+    @property
+    def key_columns(self) -> list[str]:
+        """Row key columns written beside predictions: `score.key_columns`, else the time column."""
+        if self.score.key_columns is not None:
+            return list(self.score.key_columns)
+        return [self.time_column] if self.time_column else []
 
     @property
     def greater_is_better(self) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 from core.config import PipelineConfig
@@ -55,4 +56,44 @@ def stale_comparison(compared_with: str | None, current: str | None) -> Decision
         False,
         f"champion moved to version {current} while this run compared against "
         f"{compared_with}; not promoted, run again to compare with the new champion",
+    )
+
+
+HISTORY_PREFIX = "alias_history."
+
+
+def history_tag(seq: int) -> str:
+    """The registered-model tag of alias-history entry `seq` (zero-padded, so tags sort in order)."""
+    return f"{HISTORY_PREFIX}{seq:06d}"
+
+
+def next_history_seq(tags: dict[str, str]) -> int:
+    """The number of the next alias-history entry, after the highest one recorded in `tags`."""
+    numbers = [int(key[len(HISTORY_PREFIX) :]) for key in tags if key.startswith(HISTORY_PREFIX)]
+    return max(numbers, default=0) + 1
+
+
+def alias_history(tags: dict[str, str]) -> list[dict[str, object]]:
+    """The alias-history entries recorded in a registered model's tags, oldest first."""
+    keys = sorted(key for key in tags if key.startswith(HISTORY_PREFIX))
+    return [json.loads(tags[key]) for key in keys]
+
+
+def same_as_champion(
+    champion_tags: dict[str, str] | None, data_sha256: str, config_sha256: str
+) -> str | None:
+    """Why a run would train exactly the champion again (same data and config), or None.
+
+    Args:
+        champion_tags: The champion version's tags (None without a champion).
+        data_sha256: The fingerprint of the data this run read.
+        config_sha256: The fingerprint of this run's config.
+    """
+    if not champion_tags:
+        return None
+    if champion_tags.get("data_sha256") != data_sha256 or champion_tags.get("config_sha256") != config_sha256:
+        return None
+    return (
+        f"identical to the champion: same data (sha256 {data_sha256[:12]}) and config "
+        f"(sha256 {config_sha256[:12]}); nothing trained or registered, champion kept"
     )

@@ -52,6 +52,7 @@ class RetrainSummary(RunSummary):
     champion_metrics: dict[str, float] | None = json_field()
     mlflow_run_id: str = json_field()
     prefect_flow_run_id: str | None = json_field()
+    registered: bool = json_field(default=True)
     metric: str = ""
     champion_version: str | None = None
     best_candidate: str = ""
@@ -61,6 +62,7 @@ class RetrainSummary(RunSummary):
     trigger: str = "manual"
     trials: int = 0
     tuning_seconds: float = 0.0
+    deleted_versions: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -144,6 +146,56 @@ class BacktestSummary(RunSummary):
     mlflow_run_id: str | None = None
 
 
+@dataclass(frozen=True)
+class ScoreSummary(RunSummary):
+    """What one batch-scoring run wrote, with which model, and the distribution of its predictions."""
+
+    model_name: str = json_field()
+    model_version: str = json_field()
+    rows: int = json_field()
+    data_sha256: str = json_field()
+    out: str = json_field()
+    columns: list[str] = json_field()
+    prediction_stats: dict[str, Any] = json_field()
+    mlflow_run_id: str = json_field()
+    prefect_flow_run_id: str | None = json_field()
+
+
+@dataclass(frozen=True)
+class VersionRow:
+    """One registered version as `retrain models` lists it."""
+
+    version: str
+    aliases: list[str]
+    test_metric: float | None
+    decision: str
+    reason: str
+    trigger: str
+    created: str
+
+
+@dataclass(frozen=True)
+class ModelsListing(RunSummary):
+    """A registered model's versions (newest first) and its alias history (oldest first)."""
+
+    model_name: str = json_field()
+    metric: str = json_field()
+    versions: list[VersionRow] = json_field()
+    history: list[dict[str, Any]] = json_field()
+
+
+@dataclass(frozen=True)
+class RollbackSummary(RunSummary):
+    """What a rollback did: which version is champion again, and which it replaced."""
+
+    model_name: str = json_field()
+    champion_version: str = json_field()
+    rolled_back_from: str = json_field()
+    reason: str = json_field()
+    event_emitted: bool = json_field()
+    prefect_flow_run_id: str | None = json_field()
+
+
 def artifact_key(model_name: str) -> str:
     """A Prefect artifact key prefix for a model (lowercase letters, digits and dashes)."""
     return model_name.lower().replace("_", "-").replace(".", "-")
@@ -184,6 +236,16 @@ def decision_markdown(summary: RetrainSummary) -> str:
     """The promotion decision and the test metrics as a markdown block."""
     metric = summary.metric
     champion = summary.champion_metrics
+    if not summary.registered:
+        return "\n".join(
+            [
+                f"# {summary.model_name}: nothing registered, version {summary.model_version} stays champion",
+                "",
+                f"**Why:** {summary.decision}",
+                "",
+                f"MLflow run `{summary.mlflow_run_id}`; trigger: {summary.trigger}.",
+            ]
+        )
     lines = [
         f"# {summary.model_name} version {summary.model_version}: "
         f"{'promoted to champion' if summary.promoted else 'not promoted'}",

@@ -1,9 +1,11 @@
-"""The three deployments of one model config, built from the imported flow objects.
+"""The four deployments of one model config, built from the imported flow objects.
 
 - `<name>-scheduled`: `retrain` on `schedule.cron`.
 - `<name>-drift-check`: `drift-check` on `drift.cron`, checking the newest rows of the source.
 - `<name>-on-drift`: `retrain`, started by the `retrain.drift.detected` event of this model, with the
   event's reasons as its `trigger` parameter.
+- `<name>-score`: `score` (batch predictions of the champion) on `score.cron`, or unscheduled (run it
+  on demand) without one; it writes to `score.out`.
 
 Both retrain deployments have a concurrency limit of 1. The scheduled one enqueues a colliding run
 (the schedule's retrain still happens, after the running one); the drift-triggered one cancels a
@@ -25,6 +27,7 @@ from core.config import PipelineConfig
 from core.errors import ConfigError
 from flows.drift import drift_check_flow
 from flows.retrain import retrain_flow
+from flows.score import score_flow
 from tasks.publish import DRIFT_EVENT, model_resource_id
 
 TRIGGER_TEMPLATE = "drift alert: {{ event.payload.reasons | join('; ') }}"
@@ -36,6 +39,7 @@ def deployment_names(name: str) -> dict[str, str]:
         "scheduled": f"{name}-scheduled",
         "drift_check": f"{name}-drift-check",
         "on_drift": f"{name}-on-drift",
+        "score": f"{name}-score",
     }
 
 
@@ -50,13 +54,16 @@ def drift_trigger(name: str) -> DeploymentEventTrigger:
 
 
 def build_deployments(config: PipelineConfig) -> list[RunnerDeployment]:
-    """The scheduled, drift-check and drift-triggered deployments for `config`."""
+    """The scheduled, drift-check, drift-triggered and scoring deployments for `config`."""
     names = deployment_names(config.name)
     parameters: dict[str, Any] = {"config": config.model_dump(mode="json")}
-    if parameters["config"]["data"] != config.data.model_dump():
+    if (
+        parameters["config"]["data"] != config.data.model_dump()
+        or parameters["config"]["score"]["out"] != config.score.out
+    ):
         raise ConfigError(
-            "data.source or data.query holds a literal password or token, and a deployment stores its "
-            "parameters in Prefect, where it would be masked and the runs could not connect",
+            "data.source, data.query or score.out holds a literal password or token, and a deployment "
+            "stores its parameters in Prefect, where it would be masked and the runs could not connect",
             "Put the secret in an environment variable of the worker and write ${VAR} in its place.",
         )
     tags = ["retrain", config.name]
@@ -90,5 +97,16 @@ def build_deployments(config: PipelineConfig) -> list[RunnerDeployment]:
             tags=tags,
             entrypoint_type=EntrypointType.MODULE_PATH,
             description=f"Retrain {config.name} when a drift alert for it arrives.",
+        ),
+        score_flow.to_deployment(
+            name=names["score"],
+            schedule=Cron(config.score.cron, timezone=config.schedule.timezone)
+            if config.score.cron
+            else None,
+            parameters={**parameters, "out": config.score.out},
+            tags=tags,
+            entrypoint_type=EntrypointType.MODULE_PATH,
+            description=f"Score new rows of {config.name} with its champion"
+            + (f" on {config.score.cron}." if config.score.cron else " (on demand)."),
         ),
     ]

@@ -8,7 +8,7 @@ MLFLOW_TRACKING_PASSWORD, set from MLFLOW_ADMIN_* in .env) and, for PIPELINE_MLF
 PIPELINE_MLFLOW_PASSWORD:
 
 - creates the user, or resets its password to the one in .env and takes away admin rights;
-- creates each config's training and monitoring experiments and registered model when missing,
+- creates each config's training, monitoring and scoring experiments and registered model when missing,
   exactly as the pipeline would (server-side artifact location), so the pipeline never becomes
   their creator, which MLflow would give MANAGE (delete, grant to others);
 - grants the user EDIT on them: log runs, metrics and artifacts, register versions, set tags
@@ -46,7 +46,7 @@ def ensure_grants(auth, tracking, username: str, config) -> None:
     """Create a config's experiments and registered model if missing, and grant `username` EDIT on them."""
     from mlflow.exceptions import RestException
 
-    for name in (config.experiment_name, config.monitoring_experiment):
+    for name in (config.experiment_name, config.monitoring_experiment, config.scoring_experiment):
         experiment = tracking.get_experiment_by_name(name)
         experiment_id = experiment.experiment_id if experiment else tracking.create_experiment(name)
         auth.grant_user_permission(username, "experiment", experiment_id, EDIT)

@@ -12,6 +12,7 @@ from sklearn.compose import ColumnTransformer
 from sklearn.pipeline import Pipeline
 
 from core.config import PipelineConfig
+from core.promotion import same_as_champion
 from core.results import RetrainSummary, leaderboard
 from core.search import TuneResult, TuningData, best_of
 from core.split import Splits
@@ -26,7 +27,14 @@ from tasks.promote import compare
 from tasks.publish import publish_summary
 from tasks.recovery import recover
 from tasks.redaction import protect_secrets
-from tasks.registry import ChampionInfo, find_champion, promote, register_model, score_champion
+from tasks.registry import (
+    ChampionInfo,
+    find_champion,
+    promote,
+    prune_versions,
+    register_model,
+    score_champion,
+)
 from tasks.settings import Settings
 from tasks.split import split
 from tasks.tracking import log_plots, log_reference_sample, log_trials, log_values, tracked_run
@@ -76,6 +84,12 @@ def retrain_flow(config: PipelineConfig, trigger: str = "manual") -> RetrainSumm
     with tracked_run(settings, config, config.experiment_name, f"retrain-{config.name}", tags) as run_id:
         champion = find_champion(settings, config.name)
         data = prepare_data(settings, config, run_id, champion)
+        # Same data and config as the champion's: the same model again, so nothing is registered
+        identical = same_as_champion(
+            champion.tags if champion else None, data.data_sha256, config.fingerprint()
+        )
+        if identical and champion:
+            return unchanged_summary(settings, config, run_id, champion, identical, flow_run_id, trigger)
         champion_scored = score_champion.submit(
             settings, champion, data.splits.test, data.schema, config.task
         )
@@ -144,6 +158,7 @@ def register_challenger(
     data: PreparedData,
     trained: TrainedModels,
     flow_run_id: str | None,
+    trigger: str,
 ) -> tuple[PrefectFuture, PrefectFuture]:
     """Start registering the final model (every one is a new version) and drawing its plots."""
     splits = data.splits
@@ -154,6 +169,7 @@ def register_challenger(
         "prefect_flow_run_id": flow_run_id or "",
         "reference_artifact": trained.reference.result(),
         "trained_until": trained_until,
+        "trigger": trigger[:5000],
     }
     registered = register_model.submit(
         settings, run_id, trained.model, config.name, splits.train_full, data.schema, tags=version_tags
@@ -175,7 +191,7 @@ def evaluate_and_promote(
 ) -> RetrainSummary:
     """Score the model once on the test window beside baseline and champion, decide, promote last."""
     splits, schema, metric = data.splits, data.schema, config.metric.name
-    registered, plots = register_challenger(settings, config, run_id, data, trained, flow_run_id)
+    registered, plots = register_challenger(settings, config, run_id, data, trained, flow_run_id, trigger)
     baseline = train_baseline(splits.train_full, schema, config.task)
     metrics = evaluate(trained.model, splits.test, schema, config.task)
     baseline_metrics = evaluate(baseline, splits.test, schema, config.task)
@@ -187,6 +203,7 @@ def evaluate_and_promote(
     decision = promote(
         settings, config.name, version, decision, champion, tags={f"test_{metric}": f"{metrics[metric]:.6g}"}
     )
+    deleted = prune_versions(settings, config.name, config.registry.keep_versions)
     log_values(
         settings,
         run_id,
@@ -219,6 +236,37 @@ def evaluate_and_promote(
         trigger=trigger,
         trials=sum(future.result() for future in trained.trials_logged),
         tuning_seconds=round(trained.tuning_seconds, 3),
+        deleted_versions=deleted,
+    )
+    publish_summary(summary)
+    return summary
+
+
+def unchanged_summary(
+    settings: Settings,
+    config: PipelineConfig,
+    run_id: str,
+    champion: ChampionInfo,
+    reason: str,
+    flow_run_id: str | None,
+    trigger: str,
+) -> RetrainSummary:
+    """The run that would train the champion again: nothing trained or registered, and why."""
+    log_values(settings, run_id, tags={"decision": "identical", "model_version": champion.version})
+    summary = RetrainSummary(
+        promoted=False,
+        model_name=config.name,
+        model_version=champion.version,
+        decision=reason,
+        metrics={},
+        baseline_metrics={},
+        champion_metrics=None,
+        mlflow_run_id=run_id,
+        prefect_flow_run_id=flow_run_id,
+        registered=False,
+        metric=config.metric.name,
+        champion_version=champion.version,
+        trigger=trigger,
     )
     publish_summary(summary)
     return summary

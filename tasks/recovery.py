@@ -91,7 +91,7 @@ def recover(settings: Settings, config: PipelineConfig) -> list[str]:
     Returns:
         One line per repair (empty when nothing was left behind).
     """
-    experiments = [config.experiment_name, config.monitoring_experiment]
+    experiments = [config.experiment_name, config.monitoring_experiment, config.scoring_experiment]
     notes = [f"run {run_id} marked KILLED" for run_id in mark_killed_runs(settings, experiments)]
     from tasks.publish import api_target
 

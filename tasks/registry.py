@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import tempfile
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,19 @@ from sklearn.pipeline import Pipeline
 
 from core.errors import BadInputError
 from core.metrics import score
-from core.promotion import CHALLENGER, CHAMPION, PREVIOUS, Decision, stale_comparison
+from core.promotion import (
+    CHALLENGER,
+    CHAMPION,
+    PREVIOUS,
+    Decision,
+    alias_history,
+    history_tag,
+    next_history_seq,
+    stale_comparison,
+)
+from core.results import ModelsListing, VersionRow
+from core.scoring import predictions_table
+from core.secrets import redact_url
 from core.trust import TRUSTED_MODEL_TYPES, check_model_types
 from core.validation import DataSchema
 from tasks.faults import reach
@@ -58,14 +71,49 @@ def get_alias_version(settings: Settings, name: str, alias: str) -> Any | None:
         raise
 
 
+def info_of(version: Any) -> ChampionInfo:
+    """A registered version (MLflow's `ModelVersion`) with the input schema it was trained on."""
+    schema = json.loads(version.tags.get("input_schema", "{}"))
+    return ChampionInfo(version.name, str(version.version), version.run_id, schema, dict(version.tags))
+
+
 @task(name="find-champion", **io_edge_options())
 def find_champion(settings: Settings, name: str) -> ChampionInfo | None:
     """Read `<name>@champion` and the input schema it was trained on."""
     version = get_alias_version(settings, name, CHAMPION)
+    return info_of(version) if version is not None else None
+
+
+def version_info(settings: Settings, name: str, version: str | None) -> ChampionInfo:
+    """Version `version` of model `name`, or its champion when `version` is None.
+
+    Raises:
+        BadInputError: There is no champion, or no such version.
+    """
+    where = redact_url(settings.tracking_uri)
     if version is None:
-        return None
-    schema = json.loads(version.tags.get("input_schema", "{}"))
-    return ChampionInfo(name, str(version.version), version.run_id, schema, dict(version.tags))
+        found = get_alias_version(settings, name, CHAMPION)
+        if found is None:
+            raise BadInputError(
+                f"No champion is registered for model '{name}' (no `models:/{name}@champion` in {where})",
+                "Train one first with `retrain run --config <file>`, or name a version with --version N.",
+            )
+        return info_of(found)
+    try:
+        return info_of(client(settings).get_model_version(name, version))
+    except MlflowException as exc:
+        if exc.error_code not in {"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"}:
+            raise
+    raise BadInputError(
+        f"Model '{name}' has no version {version} in {where}",
+        "List its versions with `retrain models --config <file>` and name one of them.",
+    )
+
+
+@task(name="find-model-version", **io_edge_options())
+def find_version(settings: Settings, name: str, version: str | None) -> ChampionInfo:
+    """The version to score with: `version`, or the champion; see `version_info`."""
+    return version_info(settings, name, version)
 
 
 def load_champion_model(settings: Settings, champion: ChampionInfo) -> Pipeline:
@@ -106,6 +154,15 @@ def score_champion(
         return None
     model = load_champion_model(settings, champion)
     return score(model, test, champion.input_schema(schema.target, schema.time_column), task_kind)
+
+
+@task(name="predict-batch", **io_edge_options())
+def predict_batch(
+    settings: Settings, model_info: ChampionInfo, batch: pd.DataFrame, keys: pd.DataFrame, schema: DataSchema
+) -> pd.DataFrame:
+    """The version's predictions for the batch beside its key columns (loaded safely, never unpickled)."""
+    model = load_champion_model(settings, model_info)
+    return predictions_table(model, batch, schema, keys)
 
 
 def widen_for_signature(features: pd.DataFrame) -> pd.DataFrame:
@@ -255,21 +312,54 @@ def move_aliases(
     leaves either the old state or a record that `repair_promotion` completes; the version is
     tagged `promoted` only after `champion` points at it.
     """
+    move_champion(settings, name, new_intent(settings, name, PROMOTED, version, previous, decision.reason))
+
+
+PROMOTED, ROLLED_BACK = "promoted", "rolled back"
+
+
+def new_intent(
+    settings: Settings, name: str, action: str, version: str, previous: str | None, reason: str
+) -> dict[str, Any]:
+    """The record of an alias move, numbered as the next alias-history entry (call under the lease)."""
+    tags = client(settings).get_registered_model(name).tags
+    return {
+        "seq": next_history_seq(tags),
+        "at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "action": action,
+        "version": version,
+        "previous": previous,
+        "reason": reason[:1000],
+    }
+
+
+def move_champion(settings: Settings, name: str, intent: dict[str, Any]) -> None:
+    """Write the intent, move `champion` to its version, then finish (see `finish_promotion`)."""
     mlflow_client = client(settings)
-    intent = {"version": version, "previous": previous, "reason": decision.reason}
     mlflow_client.set_registered_model_tag(name, PENDING_TAG, json.dumps(intent))
     reach(settings, "before-alias-writes")
-    mlflow_client.set_registered_model_alias(name, CHAMPION, version)
+    mlflow_client.set_registered_model_alias(name, CHAMPION, intent["version"])
     reach(settings, "between-alias-writes")
     finish_promotion(settings, name, intent)
 
 
 def finish_promotion(settings: Settings, name: str, intent: dict[str, Any]) -> None:
-    """The steps after `champion` moved: `previous-champion`, the decision tags, the intent removed."""
+    """The steps after `champion` moved: `previous-champion`, the version tags, the history entry,
+    the intent removed.
+
+    Each step can be repeated: the history entry's number was fixed in the intent, so a repair
+    rewrites the same entry rather than appending a second one.
+    """
     mlflow_client = client(settings)
     if intent["previous"]:
         mlflow_client.set_registered_model_alias(name, PREVIOUS, intent["previous"])
-    record_decision(settings, name, intent["version"], Decision(True, intent["reason"]))
+    if intent.get("action") == ROLLED_BACK:
+        note = json.dumps({"at": intent["at"], "to": intent["version"], "reason": intent["reason"]})
+        mlflow_client.set_model_version_tag(name, intent["previous"], "rolled_back", note)
+    else:
+        record_decision(settings, name, intent["version"], Decision(True, intent["reason"]))
+    if "seq" in intent:
+        mlflow_client.set_registered_model_tag(name, history_tag(intent["seq"]), json.dumps(intent))
     mlflow_client.delete_registered_model_tag(name, PENDING_TAG)
 
 
@@ -288,9 +378,15 @@ def repair_promotion(settings: Settings, name: str) -> str | None:
         return None
     intent = json.loads(tags[PENDING_TAG])
     champion = get_alias_version(settings, name, CHAMPION)
+    action = intent.get("action", PROMOTED)
     if champion is not None and str(champion.version) == intent["version"]:
         finish_promotion(settings, name, intent)
-        note = f"completed the promotion of version {intent['version']} that a crash interrupted"
+        note = f"completed the alias move ({action}) to version {intent['version']} that a crash interrupted"
+    elif action == ROLLED_BACK:
+        mlflow_client.delete_registered_model_tag(name, PENDING_TAG)
+        note = (
+            f"the rollback to version {intent['version']} stopped before it took effect; champion unchanged"
+        )
     else:
         reason = "the run was stopped before its promotion took effect; champion unchanged"
         mlflow_client.set_model_version_tag(name, intent["version"], "decision", "interrupted")
@@ -299,3 +395,179 @@ def repair_promotion(settings: Settings, name: str) -> str | None:
         note = f"version {intent['version']}: {reason}"
     get_run_logger().warning("Registry repaired: %s", note)
     return note
+
+
+@task(name="find-rollback-target", **io_edge_options())
+def rollback_target(settings: Settings, name: str, to: str | None) -> tuple[ChampionInfo, ChampionInfo]:
+    """The champion now and the version a rollback brings back (`to`, else `previous-champion`).
+
+    The target is loaded once the safe way, so a version this pipeline would refuse to load never
+    becomes champion.
+
+    Raises:
+        BadInputError: No champion, no such version (or no previous champion), the target is the
+            champion already, or it cannot be loaded safely.
+    """
+    champion = version_info(settings, name, None)
+    if to is None:
+        previous = get_alias_version(settings, name, PREVIOUS)
+        if previous is None:
+            raise BadInputError(
+                f"Model '{name}' has no previous-champion to roll back to (version {champion.version} "
+                "is the only champion it has had)",
+                "Name the version to bring back with --to N (see `retrain models --config <file>`).",
+            )
+        target = info_of(previous)
+    else:
+        target = version_info(settings, name, to)
+    if target.version == champion.version:
+        raise BadInputError(
+            f"Version {target.version} of model '{name}' is the champion already; nothing to roll back",
+            "Name another version with --to N (see `retrain models --config <file>`).",
+        )
+    load_champion_model(settings, target)
+    return champion, target
+
+
+@task(name="roll-back", **io_edge_options())
+def roll_back(settings: Settings, name: str, target: str, expected_champion: str, reason: str) -> str:
+    """Move `champion` back to `target` and `previous-champion` to the version it replaces.
+
+    Under the model's promotion lease, like a promotion, and with the same intent record, so a
+    crash leaves either the old aliases or a move the next run completes. The rollback is tagged on
+    the version it replaces (`rolled_back`) and appended to the alias history.
+
+    Returns:
+        The version that was champion.
+
+    Raises:
+        BadInputError: The champion moved since the target was checked.
+    """
+    from tasks.publish import api_target
+
+    with promotion_lease(settings, name, api_target()):
+        repair_promotion(settings, name)
+        current = get_alias_version(settings, name, CHAMPION)
+        current_version = str(current.version) if current else None
+        if current_version == target:  # a retry after the first attempt moved the alias
+            return expected_champion
+        if current_version != expected_champion:
+            raise BadInputError(
+                f"The champion of model '{name}' moved to version {current_version} while this "
+                f"rollback checked version {expected_champion}; nothing was changed",
+                "Run the rollback again.",
+            )
+        intent = new_intent(settings, name, ROLLED_BACK, target, expected_champion, reason)
+        move_champion(settings, name, intent)
+    get_run_logger().info("Champion of %s rolled back from version %s to %s", name, expected_champion, target)
+    return expected_champion
+
+
+def run_trigger(mlflow_client: Any, run_id: str | None) -> str:
+    """The `trigger` tag of a version's training run (versions registered before it was a version tag)."""
+    if not run_id:
+        return ""
+    try:
+        return mlflow_client.get_run(run_id).data.tags.get("trigger", "")
+    except MlflowException:
+        return ""
+
+
+def versions_newest_first(settings: Settings, name: str) -> list[Any]:
+    """Every registered version of model `name`, the newest first."""
+    found = client(settings).search_model_versions(f"name = '{name}'")
+    return sorted(found, key=lambda version: -int(version.version))
+
+
+def list_versions(settings: Settings, name: str, metric: str) -> ModelsListing:
+    """Every version of model `name` (newest first) with its aliases, decision and trigger, and the
+    alias history.
+
+    Raises:
+        BadInputError: No model of that name is registered.
+    """
+    mlflow_client = client(settings)
+    try:
+        model = mlflow_client.get_registered_model(name)
+    except MlflowException:
+        raise BadInputError(
+            f"No model '{name}' is registered in {redact_url(settings.tracking_uri)}",
+            "Train one first with `retrain run --config <file>`.",
+        ) from None
+    aliases: dict[str, list[str]] = {}
+    for alias, version in model.aliases.items():
+        aliases.setdefault(str(version), []).append(alias)
+    rows = []
+    for version in versions_newest_first(settings, name):
+        tags = version.tags
+        test = tags.get(f"test_{metric}")
+        created = datetime.fromtimestamp(version.creation_timestamp / 1000, tz=timezone.utc)
+        rows.append(
+            VersionRow(
+                version=str(version.version),
+                aliases=sorted(aliases.get(str(version.version), [])),
+                test_metric=float(test) if test else None,
+                decision=tags.get("decision", ""),
+                reason=tags.get("decision_reason", ""),
+                trigger=tags.get("trigger") or run_trigger(mlflow_client, version.run_id),
+                created=created.isoformat(timespec="seconds"),
+            )
+        )
+    return ModelsListing(name, metric, rows, alias_history(model.tags))
+
+
+def delete_version(settings: Settings, name: str, version: Any) -> None:
+    """Delete a version from the registry and its logged model's files from the artifact store."""
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+    mlflow_client = client(settings)
+    # The registry does not always return the id it was given; MLflow 3 sources name it too.
+    source = version.source or ""
+    model_id = version.model_id or (
+        source.removeprefix("models:/") if source.startswith("models:/m-") else None
+    )
+    if model_id:
+        logged = mlflow_client.get_logged_model(model_id)
+        files = get_artifact_repository(logged.artifact_location, tracking_uri=settings.tracking_uri)
+        files.delete_artifacts()
+        mlflow_client.delete_logged_model(model_id)
+    mlflow_client.delete_model_version(name, version.version)
+
+
+@task(name="prune-versions", **io_edge_options())
+def prune_versions(settings: Settings, name: str, keep: int) -> list[str]:
+    """Delete the versions older than the newest `keep` that hold no alias, with their model files.
+
+    Never deletes a version with an alias (champion, previous-champion, challenger), one without a
+    decision yet (its run may still promote it) or one named by an unfinished alias move.
+
+    Returns:
+        The deleted version numbers, oldest first.
+    """
+    from tasks.publish import api_target
+
+    mlflow_client = client(settings)
+    deleted: list[str] = []
+    with promotion_lease(settings, name, api_target()):
+        model = mlflow_client.get_registered_model(name)
+        pending = json.loads(model.tags.get(PENDING_TAG, "{}"))
+        protected = {str(v) for v in model.aliases.values()} | {
+            str(v) for v in (pending.get("version"), pending.get("previous")) if v
+        }
+        for version in reversed(versions_newest_first(settings, name)[keep:]):
+            if str(version.version) in protected or "decision" not in version.tags:
+                continue
+            try:
+                delete_version(settings, name, version)
+            except MlflowException as exc:
+                if exc.error_code != "PERMISSION_DENIED":
+                    raise
+                # A user with EDIT only (as in the Docker stack) may register but not delete.
+                get_run_logger().warning(
+                    "Retention skipped: the MLflow user may not delete versions (%s)", exc
+                )
+                break
+            deleted.append(str(version.version))
+    if deleted:
+        get_run_logger().info("Deleted %d old versions of %s: %s", len(deleted), name, ", ".join(deleted))
+    return deleted

@@ -1,4 +1,4 @@
-"""Prefect task that validates and types a raw table against the config."""
+"""Prefect tasks that validate and type a raw table against the config (and a registered version's schema)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from core.config import PipelineConfig
+from core.errors import DataError
 from core.validation import DataSchema, validate_table
 
 
@@ -31,3 +32,21 @@ def validate(
         len(schema.categorical),
     )
     return frame, schema
+
+
+@task(name="check-data-fits-version", cache_policy=NO_CACHE)
+def check_fits_version(
+    raw: pd.DataFrame, config: PipelineConfig, version: str, schema: dict[str, str]
+) -> None:
+    """Refuse a version whose input schema the current data does not fit (bad input, exit 2)."""
+    try:
+        validate_table(raw, config, schema, require_target=False, now=pd.Timestamp.now(tz="UTC"))
+    except DataError as exc:
+        raise DataError(
+            [
+                f"Version {version} cannot be champion again: the current data does not fit its input schema",
+                *exc.problems,
+            ],
+            "Roll back to a version trained on data like today's (see `retrain models --config <file>`), "
+            "or retrain.",
+        ) from None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -187,14 +188,16 @@ def run_concurrently(commands: list[list[str]], env: dict[str, str], cwd: Path) 
 def assert_one_winner(summaries: list[dict[str, Any]], registry: Any, name: str) -> None:
     """Of identical runs that raced for a model without a champion, exactly one promoted.
 
-    A loser either found its comparison stale (the champion moved while it ran) or, when it started
-    after the winner promoted, compared against an identical model: neither may win.
+    A loser either found its comparison stale (the champion moved while it ran), or, when it started
+    after the winner promoted, compared against an identical model or registered nothing because
+    its data and config were the champion's: none may win.
     """
     winners = [s for s in summaries if s["promoted"]]
     assert len(winners) == 1, [s["decision"] for s in summaries]
     losers = [s for s in summaries if not s["promoted"]]
     reasons = [s["decision"] for s in losers]
-    assert all("champion moved to version" in r or "not better by the margin" in r for r in reasons), reasons
+    expected = ("champion moved to version", "not better by the margin", "identical to the champion")
+    assert all(any(e in r for e in expected) for r in reasons), reasons
     model = registry.get_registered_model(name)
     aliases = {alias: str(version) for alias, version in model.aliases.items()}
     assert aliases["champion"] == winners[0]["model_version"]
@@ -202,7 +205,8 @@ def assert_one_winner(summaries: list[dict[str, Any]], registry: Any, name: str)
     decisions = {
         str(v.version): v.tags.get("decision") for v in registry.search_model_versions(f"name = '{name}'")
     }
-    assert sorted(decisions.values()) == ["promoted"] + ["rejected"] * len(losers)
+    registered = [s for s in losers if s["registered"]]
+    assert sorted(decisions.values()) == ["promoted"] + ["rejected"] * len(registered)
 
 
 def write_tiny_cli_config(folder: Path, name: str, **extra: Any) -> Path:
@@ -222,3 +226,32 @@ def write_tiny_cli_config(folder: Path, name: str, **extra: Any) -> Path:
     }
     (folder / "config.yaml").write_text(yaml.safe_dump(config))
     return folder / "config.yaml"
+
+
+def cli_json(*args: str) -> dict[str, Any]:
+    """Run `retrain <args>` in-process; exit 0 asserted, the last stdout line parsed as JSON."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from cli.app import app
+
+    result = CliRunner().invoke(app, list(args))
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+@contextmanager
+def isolated_cli_store(tmp_path_factory: pytest.TempPathFactory, folder: str) -> Iterator[tuple[Path, str]]:
+    """For a module fixture: a folder with its own MLflow store, seen by in-process `retrain` commands
+    (on the session's Prefect API). Yields the folder and the store's URI; undone afterwards."""
+    from prefect.settings import PREFECT_API_URL
+
+    root = tmp_path_factory.mktemp(folder)
+    patch = pytest.MonkeyPatch()
+    uri = use_isolated_store(patch, root)
+    patch.setenv("PREFECT_API_URL", str(PREFECT_API_URL.value()))
+    try:
+        yield root, uri
+    finally:
+        patch.undo()

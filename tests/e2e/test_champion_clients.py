@@ -3,7 +3,8 @@
 The virtualenv holds only MLflow, scikit-learn, pandas and skops (the model's file format) at
 this project's pins. Three clients score rows as `pd.read_csv` gives them from the real bike
 data: `mlflow.pyfunc`, `mlflow models predict`, and the scoring server of `mlflow models serve`
-with `dataframe_split` JSON. All three must equal the pipeline's own predictions.
+with `dataframe_split` JSON. All three must equal the pipeline's own predictions, and `retrain
+predict` writes the same predictions as the client computes there.
 """
 
 from __future__ import annotations
@@ -20,7 +21,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
+from typer.testing import CliRunner
 
+from cli.app import app
 from cli.servers import free_port, spawn, stop
 from conftest import REPO, bike_config
 from flows.retrain import retrain_flow
@@ -56,9 +60,7 @@ def champion(bike_csv: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[
     patch.chdir(root)
     patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
     try:
-        config = bike_config(
-            bike_csv, candidates={"hist_gradient_boosting": {"params": {"max_iter": 100}}}
-        )
+        config = bike_config(bike_csv, candidates={"hist_gradient_boosting": {"params": {"max_iter": 100}}})
         assert retrain_flow(config).promoted
     finally:
         patch.undo()
@@ -89,8 +91,8 @@ def run_client(env: dict[str, str], *args: str, cwd: Path) -> str:
     return completed.stdout
 
 
-def test_pyfunc_in_a_fresh_virtualenv_predicts_read_csv_rows(champion) -> None:
-    env, rows = champion
+def client_pyfunc_predictions(env: dict[str, str], rows: Path) -> np.ndarray:
+    """What `mlflow.pyfunc` predicts for the rows in the fresh virtualenv (no project there)."""
     script = (
         "import importlib.util, json, mlflow, pandas as pd\n"
         "assert not any(importlib.util.find_spec(m) for m in ('core', 'tasks', 'flows')), 'project found'\n"
@@ -98,8 +100,35 @@ def test_pyfunc_in_a_fresh_virtualenv_predicts_read_csv_rows(champion) -> None:
         f"print(json.dumps([float(v) for v in model.predict(pd.read_csv({str(rows)!r}))]))\n"
     )
     out = run_client(env, "-c", script, cwd=rows.parent)
-    predicted = np.array(json.loads(out.strip().splitlines()[-1]))
-    np.testing.assert_allclose(predicted, pipeline_predictions(env, rows), rtol=1e-9)
+    return np.array(json.loads(out.strip().splitlines()[-1]))
+
+
+def test_pyfunc_in_a_fresh_virtualenv_predicts_read_csv_rows(champion) -> None:
+    env, rows = champion
+    np.testing.assert_allclose(
+        client_pyfunc_predictions(env, rows), pipeline_predictions(env, rows), rtol=1e-9
+    )
+
+
+def test_retrain_predict_writes_what_the_client_predicts(champion, bike_csv: Path) -> None:
+    env, rows = champion
+    config = rows.parent / "bike.yaml"
+    config.write_text(yaml.safe_dump(bike_config(bike_csv).model_dump(mode="json")))
+    out = rows.parent / "scored.csv"
+    patch = pytest.MonkeyPatch()
+    patch.chdir(rows.parent)
+    patch.setenv("MLFLOW_TRACKING_URI", env["MLFLOW_TRACKING_URI"])
+    try:
+        result = CliRunner().invoke(
+            app, ["predict", "--config", str(config), "--data", str(rows), "--out", str(out), "--json"]
+        )
+    finally:
+        patch.undo()
+    assert result.exit_code == 0, result.output
+    written = pd.read_csv(out)
+    assert list(written.columns) == ["dteday", "prediction"]
+    assert written["dteday"].tolist() == pd.read_csv(rows)["dteday"].tolist()
+    np.testing.assert_allclose(written["prediction"], client_pyfunc_predictions(env, rows), rtol=1e-9)
 
 
 def test_mlflow_models_predict_cli_on_a_csv(champion) -> None:

@@ -40,7 +40,7 @@ FEATURES = {
 
 @dataclass(frozen=True)
 class TwoRuns:
-    """Two runs of the same config on the same data, in one MLflow store."""
+    """Two runs on the same data (configs differing only in the promotion margin), in one MLflow store."""
 
     uri: str
     root: Path
@@ -56,8 +56,9 @@ def runs(bike_csv: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[T
     patch = pytest.MonkeyPatch()
     uri = use_isolated_store(patch, root)
     try:
-        config = bike_config(bike_csv)
-        first = retrain_flow(config)
+        first = retrain_flow(bike_config(bike_csv))
+        # Another margin, so not the champion's recipe again (that run would register nothing)
+        config = bike_config(bike_csv, promotion={"min_improvement": 0.02})
         second = retrain_flow(config)
         champion = MlflowClient(uri).get_model_version_by_alias(config.name, "champion")
         yield TwoRuns(uri, root, config, first, second, str(champion.version))

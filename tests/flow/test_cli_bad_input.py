@@ -494,7 +494,12 @@ def test_json_summary_and_data_option_precedence(
     store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """`--data` beats RETRAIN_DATA, which beats data.source; the last stdout line is the JSON."""
-    config = write_config(tmp_path / "c.yaml", data={"source": str(tmp_path / "config-source.csv")})
+    # Another margin than the champion's config: the same recipe again would register nothing.
+    config = write_config(
+        tmp_path / "c.yaml",
+        data={"source": str(tmp_path / "config-source.csv")},
+        promotion={"min_improvement": 0.02},
+    )
     monkeypatch.setenv("RETRAIN_DATA", str(tmp_path / "env-source.csv"))
     result = invoke("--config", str(config), "--data", str(store.good_csv), "--json")
     assert result.exit_code == 0, result.output

@@ -80,7 +80,11 @@ def test_a_planted_champion_is_refused_and_its_payload_never_runs(mlflow_store: 
         with pytest.raises(BadInputError) as checked:
             drift_check_flow(config, DataConfig(source=str(batch)))
         with pytest.raises(BadInputError) as retrained:
-            retrain_flow(config)  # the challenger is compared with the champion: also refused
+            # The challenger is compared with the champion: also refused (another margin, so not
+            # the champion's recipe again, which would register nothing and load nothing)
+            retrain_flow(
+                make_config(source, name="planted", candidates=FAST, promotion={"min_improvement": 0.02})
+            )
         for refusal in (checked.value.message, retrained.value.message):
             assert f"Version {version} of model 'planted'" in refusal
             assert ("not skops" if payload == "pickle" else "posix.system") in refusal
