@@ -63,6 +63,8 @@ def print_summary(result: RetrainSummary, tracking_uri: str) -> None:
     verdict = "[bold green]PROMOTED[/]" if result.promoted else "[bold yellow]NOT PROMOTED[/]"
     console.print(f"{verdict} {result.model_name} v{result.model_version}: {result.decision}")
     console.print(f"Search: {result.trials} trials in {result.tuning_seconds:.1f} s", highlight=False)
+    if result.deleted_versions:
+        console.print(f"Retention: deleted versions {', '.join(result.deleted_versions)}", highlight=False)
     console.print(
         f"MLflow: run {result.mlflow_run_id} in {redact_url(tracking_uri)}\n"
         f"Prefect: flow run {result.prefect_flow_run_id}\n"

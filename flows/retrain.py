@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 from prefect import flow
 from prefect.futures import PrefectFuture
@@ -97,6 +97,9 @@ def retrain_flow(config: PipelineConfig, trigger: str = "manual") -> RetrainSumm
         summary = evaluate_and_promote(
             settings, config, run_id, data, trained, champion, champion_scored, flow_run_id, trigger
         )
+        # Retention last, once this run's version has its decision
+        deleted = prune_versions(settings, config.name, config.registry.keep_versions)
+        summary = replace(summary, deleted_versions=deleted)
     return summary
 
 
@@ -158,7 +161,6 @@ def register_challenger(
     data: PreparedData,
     trained: TrainedModels,
     flow_run_id: str | None,
-    trigger: str,
 ) -> tuple[PrefectFuture, PrefectFuture]:
     """Start registering the final model (every one is a new version) and drawing its plots."""
     splits = data.splits
@@ -169,7 +171,6 @@ def register_challenger(
         "prefect_flow_run_id": flow_run_id or "",
         "reference_artifact": trained.reference.result(),
         "trained_until": trained_until,
-        "trigger": trigger[:5000],
     }
     registered = register_model.submit(
         settings, run_id, trained.model, config.name, splits.train_full, data.schema, tags=version_tags
@@ -191,7 +192,7 @@ def evaluate_and_promote(
 ) -> RetrainSummary:
     """Score the model once on the test window beside baseline and champion, decide, promote last."""
     splits, schema, metric = data.splits, data.schema, config.metric.name
-    registered, plots = register_challenger(settings, config, run_id, data, trained, flow_run_id, trigger)
+    registered, plots = register_challenger(settings, config, run_id, data, trained, flow_run_id)
     baseline = train_baseline(splits.train_full, schema, config.task)
     metrics = evaluate(trained.model, splits.test, schema, config.task)
     baseline_metrics = evaluate(baseline, splits.test, schema, config.task)
@@ -200,10 +201,8 @@ def evaluate_and_promote(
     board = leaderboard(trained.results, baseline_validation, metric, config.greater_is_better)
     decision = compare(config, metrics, baseline_metrics, champion_metrics)
     version = registered.result()
-    decision = promote(
-        settings, config.name, version, decision, champion, tags={f"test_{metric}": f"{metrics[metric]:.6g}"}
-    )
-    deleted = prune_versions(settings, config.name, config.registry.keep_versions)
+    version_tags = {f"test_{metric}": f"{metrics[metric]:.6g}", "trigger": trigger[:5000]}
+    decision = promote(settings, config.name, version, decision, champion, tags=version_tags)
     log_values(
         settings,
         run_id,
@@ -236,7 +235,6 @@ def evaluate_and_promote(
         trigger=trigger,
         trials=sum(future.result() for future in trained.trials_logged),
         tuning_seconds=round(trained.tuning_seconds, 3),
-        deleted_versions=deleted,
     )
     publish_summary(summary)
     return summary

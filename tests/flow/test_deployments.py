@@ -103,3 +103,14 @@ def test_a_literal_password_is_refused_and_a_placeholder_kept() -> None:
     placeholder = make_config("unused", data={"source": "postgresql://u:${DB_PW}@db/x", "table": "t"})
     stored = build_deployments(placeholder)[0].parameters["config"]
     assert stored["data"]["source"] == "postgresql://u:${DB_PW}@db/x"
+
+
+def test_the_score_deployment_follows_score_cron_and_refuses_a_literal_password() -> None:
+    on_demand = {d.name: d for d in build_deployments(make_config("unused"))}["test-model-score"]
+    assert on_demand.schedules == [] and on_demand.parameters["out"] is None
+    scheduled = make_config("unused", score={"cron": "15 * * * *", "out": "postgresql://u:${PW}@db/x"})
+    deployment = {d.name: d for d in build_deployments(scheduled)}["test-model-score"]
+    assert [s.schedule.cron for s in deployment.schedules] == ["15 * * * *"]
+    assert deployment.parameters["out"] == "postgresql://u:${PW}@db/x"
+    with pytest.raises(ConfigError, match="score.out holds a literal password"):
+        build_deployments(make_config("unused", score={"out": "postgresql://u:hunter22@db/x"}))

@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 import flows.rollback  # noqa: F401 - configures Prefect's logging now, not inside a CliRunner's streams
 from cli.app import app
 from conftest import cli_json, isolated_cli_store, make_config, synthetic_frame
-from core.promotion import Decision
+from core.promotion import Decision, alias_history, next_history_seq
 from core.results import ModelsListing, RollbackSummary, json_keys
 from tasks.registry import ChampionInfo, promote, prune_versions
 from tasks.settings import Settings
@@ -220,3 +220,37 @@ def test_retention_runs_after_every_retrain(store: Store, tmp_path: Path) -> Non
     third = retrain_flow(config.model_copy(update={"tuning": config.tuning.model_copy(update={"seed": 2})}))
     assert third.deleted_versions == ["2"]  # challenger moved to v3
     assert version_numbers(MlflowClient(store.uri), "kept-model") == ["1", "3"]
+
+
+def test_a_rollback_stopped_by_a_crash_is_completed_or_undone(store: Store) -> None:
+    """From: any champion. Intent records as a killed rollback leaves them, before and after the move."""
+    from prefect import task
+
+    from tasks.registry import PENDING_TAG, ROLLED_BACK, new_intent, repair_promotion
+
+    repair = task(repair_promotion)  # logs to its run, as inside `recover`
+    client = MlflowClient(store.uri)
+    settings = Settings.from_environment()
+    champion = str(client.get_model_version_by_alias(NAME, "champion").version)
+    other = copy_of_champion(client, decision="rejected")
+    before = client.get_registered_model(NAME).tags
+
+    # Killed before the alias moved: undone, champion unchanged, no history entry
+    intent = new_intent(settings, NAME, ROLLED_BACK, other, champion, "killed early")
+    client.set_registered_model_tag(NAME, PENDING_TAG, json.dumps(intent))
+    assert "stopped before it took effect" in repair(settings, NAME)
+    tags = client.get_registered_model(NAME).tags
+    assert PENDING_TAG not in tags and aliases(client)["champion"] == champion
+    assert sorted(tags) == sorted(before)
+
+    # Killed after `champion` moved: completed, with the history entry the intent numbered
+    intent = new_intent(settings, NAME, ROLLED_BACK, other, champion, "killed late")
+    client.set_registered_model_tag(NAME, PENDING_TAG, json.dumps(intent))
+    client.set_registered_model_alias(NAME, "champion", other)
+    assert "completed the alias move (rolled back)" in repair(settings, NAME)
+    assert aliases(client)["champion"] == other and aliases(client)["previous-champion"] == champion
+    history = alias_history(client.get_registered_model(NAME).tags)
+    assert history[-1] == intent and history[-1]["seq"] == next_history_seq(before)
+    assert json.loads(client.get_model_version(NAME, champion).tags["rolled_back"])["reason"] == "killed late"
+    assert repair(settings, NAME) is None  # nothing left to repair, no second entry
+    assert len(alias_history(client.get_registered_model(NAME).tags)) == len(history)

@@ -607,14 +607,21 @@ def test_the_pipeline_user_is_no_admin_and_gets_edit_only() -> None:
         def create_registered_model(self, name: str) -> None:
             self.created.append(name)
 
-    config = type(
-        "Config", (), {"name": "demo", "experiment_name": "demo", "monitoring_experiment": "demo-m"}
-    )
+    names = {
+        "name": "demo",
+        "experiment_name": "demo",
+        "monitoring_experiment": "demo-m",
+        "scoring_experiment": "demo-s",
+    }
+    config = type("Config", (), names)
     auth, tracking = FakeAuth({}), Tracking()
     module.ensure_grants(auth, tracking, "retrain-pipeline", config)
-    assert tracking.created == ["demo-m", "demo"], "missing experiments and model are created by the admin"
+    assert tracking.created == ["demo-m", "demo-s", "demo"], (
+        "missing experiments and model are created by the admin"
+    )
     assert sorted(auth.calls) == [
         ("grant_user_permission", "retrain-pipeline", "experiment", "7", "EDIT"),
+        ("grant_user_permission", "retrain-pipeline", "experiment", "8", "EDIT"),
         ("grant_user_permission", "retrain-pipeline", "experiment", "8", "EDIT"),
         ("grant_user_permission", "retrain-pipeline", "registered_model", "demo", "EDIT"),
     ]
