@@ -22,25 +22,34 @@ from tasks.monitoring import (
     measure_performance,
     require_champion,
 )
-from tasks.publish import emit_drift_event, plan_alert, publish_drift_summary
+from tasks.publish import (
+    SUPPRESSED_EVENT,
+    emit_drift_event,
+    emit_model_event,
+    plan_alert,
+    publish_drift_summary,
+)
 from tasks.recovery import recover
 from tasks.redaction import protect_secrets
 from tasks.registry import find_champion
-from tasks.settings import Settings
+from tasks.settings import Settings, run_config
+from tasks.tracking import run_links
 from tasks.validate import validate
 
 
 @flow(name="drift-check")
-def drift_check_flow(config: PipelineConfig, current: DataConfig | None = None) -> DriftSummary:
+def drift_check_flow(config: PipelineConfig | str, current: DataConfig | None = None) -> DriftSummary:
     """Check the newest data (or `current`) for drift against what the champion was trained on.
 
     Args:
-        config: The validated pipeline config.
+        config: The validated pipeline config, or the path of its file (read on the worker, with
+            `RETRAIN_DATA` applied).
         current: The batch to check; by default the source's rows after the training window.
 
     Returns:
         The verdict with its reasons, per-column scores, performance, report and alert status.
     """
+    config = run_config(config)
     protect_secrets(config)
     settings = Settings.from_environment()
     recover(settings, config)
@@ -59,7 +68,11 @@ def drift_check_flow(config: PipelineConfig, current: DataConfig | None = None) 
     for unsent in history.unsent_alerts:
         send_alert(settings, config.name, *unsent)
     if history.same_batch_run_id:
-        return DriftSummary.skipped_batch(data_sha256, history.same_batch_run_id, history.same_batch_summary)
+        skipped = DriftSummary.skipped_batch(
+            data_sha256, history.same_batch_run_id, history.same_batch_summary
+        )
+        publish_drift_summary(config, skipped, links=run_links(settings, skipped.mlflow_run_id))
+        return skipped
 
     # Drift on the full batch; performance decay when it has labels
     columns, target = detect_drift(reference, batch, schema, config)
@@ -69,6 +82,8 @@ def drift_check_flow(config: PipelineConfig, current: DataConfig | None = None) 
     # Evidence (Evidently report, MLflow run), recorded before the alert is sent
     report_path, details = write_report(reference, batch, schema, config, settings.reports_dir)
     alert = plan_alert(config, verdict, report_path.as_uri(), history.last_alert_at)
+    if alert.status == "suppressed":
+        emit_model_event(config.name, SUPPRESSED_EVENT, {"note": alert.note, "reasons": verdict.reasons[:10]})
     summary = DriftSummary(
         drift_detected=verdict.drift_detected,
         share_drifted=verdict.share_drifted,
@@ -87,7 +102,9 @@ def drift_check_flow(config: PipelineConfig, current: DataConfig | None = None) 
     run_id = log_evidence(settings, config, champion, summary, columns, details, data_sha256, alert)
     sent, note = send_alert(settings, config.name, run_id, alert.event_id, alert.payload, alert.note)
     summary = replace(summary, mlflow_run_id=run_id, event_emitted=sent, event_note=note)
-    publish_drift_summary(config, summary)
+    publish_drift_summary(
+        config, summary, links=run_links(settings, run_id, report="drift/" + report_path.name)
+    )
     return summary
 
 

@@ -23,13 +23,21 @@ from tasks.faults import reach
 from tasks.features import fit_features
 from tasks.ingest import ingest
 from tasks.promote import compare
-from tasks.publish import publish_summary
+from tasks.publish import PROMOTED_EVENT, emit_model_event, publish_summary
 from tasks.recovery import recover
 from tasks.redaction import protect_secrets
 from tasks.registry import ChampionInfo, find_champion, promote, register_model, score_champion
-from tasks.settings import Settings
+from tasks.settings import Settings, run_config
 from tasks.split import split
-from tasks.tracking import log_plots, log_reference_sample, log_trials, log_values, tracked_run
+from tasks.tracking import (
+    log_plots,
+    log_reference_sample,
+    log_training_data,
+    log_trials,
+    log_values,
+    run_links,
+    tracked_run,
+)
 from tasks.train import refit_best, train_baseline
 from tasks.validate import validate
 
@@ -58,16 +66,18 @@ class TrainedModels:
 
 
 @flow(name="retrain", log_prints=True)
-def retrain_flow(config: PipelineConfig, trigger: str = "manual") -> RetrainSummary:
+def retrain_flow(config: PipelineConfig | str, trigger: str = "manual") -> RetrainSummary:
     """Train, evaluate and maybe promote a new model version for `config.name`.
 
     Args:
-        config: The validated pipeline config.
+        config: The validated pipeline config, or the path of its file (read on the worker, with
+            `RETRAIN_DATA` applied).
         trigger: Why this run started (manual, schedule, or the drift alert's reasons).
 
     Returns:
         The run summary: promotion, metrics of challenger, baseline and champion, and run ids.
     """
+    config = run_config(config)
     protect_secrets(config)
     settings = Settings.from_environment()
     recover(settings, config)
@@ -92,6 +102,7 @@ def prepare_data(
     """Ingest, validate against the champion's schema, split by time and fit the features."""
     raw = ingest(config.data, columns_to_read(config), settings)
     data_sha256, data_rows = fingerprint(raw), len(raw)
+    log_training_data(settings, run_id, config.data, raw, data_rows, data_sha256, config.target)
     frame, schema = validate(raw, config, champion.schema if champion else None)
     # On large data only the windows stay in memory
     splits = split(frame, config)
@@ -187,6 +198,11 @@ def evaluate_and_promote(
     decision = promote(
         settings, config.name, version, decision, champion, tags={f"test_{metric}": f"{metrics[metric]:.6g}"}
     )
+    if decision.promote:
+        promoted = {"version": version, "previous_version": champion.version if champion else None}
+        emit_model_event(
+            config.name, PROMOTED_EVENT, {**promoted, metric: metrics[metric], "reason": decision.reason}
+        )
     log_values(
         settings,
         run_id,
@@ -220,5 +236,5 @@ def evaluate_and_promote(
         trials=sum(future.result() for future in trained.trials_logged),
         tuning_seconds=round(trained.tuning_seconds, 3),
     )
-    publish_summary(summary)
+    publish_summary(summary, links=run_links(settings, run_id, config.name, version))
     return summary
