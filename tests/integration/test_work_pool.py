@@ -232,12 +232,21 @@ def test_notifications_post_through_prefect_automations(server: Server, receiver
     with server.client() as client:
         automations = [a for a in client.read_automations() if a.name.startswith(f"retrain-{name}-")]
         stored = json.dumps([a.model_dump(mode="json") for a in automations])
-        blocks = json.dumps([b.model_dump(mode="json") for b in client.read_block_documents()])
+        # What the API shows (the secret only to a client that asks for secrets) ...
+        blocks = json.dumps(
+            [b.model_dump(mode="json") for b in client.read_block_documents(include_secrets=False)]
+        )
+        assert token in json.dumps(
+            [b.model_dump(mode="json") for b in client.read_block_documents(include_secrets=True)]
+        )
     assert sorted(a.name for a in automations) == [
         f"retrain-{name}-notify-promoted",
         f"retrain-{name}-notify-run_failed",
     ]
     assert token not in stored + blocks + "".join(o.stdout + o.stderr for o in outputs)
+    # ... and what it stores: the block's secret values are encrypted in its database.
+    database = b"".join(path.read_bytes() for path in (server.work / "prefect-server").rglob("*.db*"))
+    assert b"retrain-notify-it-notify-promoted" in database and token.encode() not in database
 
     time.sleep(2)  # the triggers service loads new automations every few seconds
     with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
