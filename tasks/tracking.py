@@ -76,7 +76,9 @@ def source_tags() -> dict[str, str]:
         user = "unknown"
     deployed = deployment.name
     return {
-        MLFLOW_SOURCE_NAME: f"prefect deployment {deployed}" if deployed else f"retrain {flow_run.flow_name}",
+        MLFLOW_SOURCE_NAME: f"prefect deployment {deployed}"
+        if deployed
+        else f"prefect flow {flow_run.flow_name}",
         MLFLOW_SOURCE_TYPE: "JOB" if deployed else "LOCAL",
         MLFLOW_USER: user,
     }
