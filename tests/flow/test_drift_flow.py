@@ -101,7 +101,7 @@ def test_same_batch_twice_is_skipped_and_says_so(trained, tmp_path: Path) -> Non
     assert "was checked in run" in second.reasons[0]
     assert second.drift_detected == first.drift_detected and second.reasons[1:] == first.reasons
     # The skipped run's own trace in Prefect: a log line and its verdict artifact
-    APILogHandler.flush()
+    APILogHandler().flush()  # send the buffered log records now
     run_id = state.state_details.flow_run_id
     with get_client(sync_client=True) as prefect:
         artifacts = prefect.read_artifacts(
