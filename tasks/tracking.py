@@ -37,6 +37,9 @@ from tasks.settings import Settings
 PROCESS_TAG = "retrain.process"
 # MLflow 3's UI shows an experiment of this kind as model training (runs, models), not GenAI.
 EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
+# MLflow 3.17's UI keeps one GenAI / model-training switch for all experiments (GenAI by default);
+# this query parameter of a link selects the model-training view.
+TRAINING_VIEW = "workflowType=machine_learning"
 # Rows of the training data MLflow infers the dataset input's schema from (its digest is ours).
 DATASET_SCHEMA_ROWS = 1000
 TRACKED_PACKAGES = ("prefect", "mlflow", "scikit-learn", "pandas", "numpy", "evidently", "retrain-pipeline")
@@ -252,10 +255,10 @@ def run_links(
         return {}
     base = redact_url(settings.mlflow_ui_url)
     experiment_id = client(settings).get_run(run_id).info.experiment_id
-    run_url = f"{base}/#/experiments/{experiment_id}/runs/{run_id}"
+    run_url = f"{base}/#/experiments/{experiment_id}/runs/{run_id}?{TRAINING_VIEW}"
     links = {"MLflow run": run_url}
     if model_name and version:
-        links[f"Model version {version}"] = f"{base}/#/models/{model_name}/versions/{version}"
+        links[f"Model version {version}"] = f"{base}/#/models/{model_name}/versions/{version}?{TRAINING_VIEW}"
     if report:
         links["HTML report"] = f"{base}/get-artifact?path={report}&run_uuid={run_id}"
     return links

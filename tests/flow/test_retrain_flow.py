@@ -206,9 +206,10 @@ def test_first_run_promotes_and_records_lineage(
     assert "version 1: promoted to champion" in by_key["test-model-decision"].data
     assert summary.mlflow_run_id in by_key["test-model-decision"].data
     # ... linking the MLflow run and the model version
-    run_url = f"{ui}/#/experiments/{experiment_id}/runs/{run.info.run_id}"
+    run_url = f"{ui}/#/experiments/{experiment_id}/runs/{run.info.run_id}?workflowType=machine_learning"
     assert f"[MLflow run]({run_url})" in by_key["test-model-decision"].data
-    assert f"[Model version 1]({ui}/#/models/test-model/versions/1)" in by_key["test-model-decision"].data
+    version_url = f"{ui}/#/models/test-model/versions/1?workflowType=machine_learning"
+    assert f"[Model version 1]({version_url})" in by_key["test-model-decision"].data
     assert by_key["test-model-mlflow-run"].data == f"[MLflow run]({run_url})"  # a link artifact
     # The promotion is announced as a Prefect event (what notifications match)
     promoted = received_events("retrain.model.promoted", "retrain.model.test-model")

@@ -156,3 +156,72 @@ def test_mlflow_ui_shows_the_model_and_its_champion_alias(stack: Stack, browser:
         button.click()
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     assert browser.save_screenshot(str(SCREENSHOTS / "mlflow-model.png"))
+
+
+def mlflow_login(stack: Stack, browser: Any) -> None:
+    """Send the MLflow admin's Basic header with every request of the browser."""
+    header = basic_auth_header(f"{stack.mlflow_user}:{stack.mlflow_password}")
+    browser.execute_cdp_cmd("Network.enable", {})
+    browser.execute_cdp_cmd("Network.setExtraHTTPHeaders", {"headers": header})
+
+
+def close_side_panels(browser: Any) -> None:
+    from selenium.webdriver.common.by import By
+
+    for button in browser.find_elements(By.CSS_SELECTOR, "button[aria-label='Close']"):
+        if button.is_displayed():
+            button.click()
+
+
+def test_mlflow_ui_opens_the_experiment_on_model_training_with_source_user_and_dataset(
+    stack: Stack, browser: Any
+) -> None:
+    with stack.mlflow() as client:
+        experiment = client.get_experiment_by_name(stack.name)
+        runs = client.search_runs([experiment.experiment_id], "tags.prefect_flow_run_id != ''")
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    assert all(run.data.tags["mlflow.source.name"] and run.inputs.dataset_inputs for run in runs)
+    mlflow_login(stack, browser)
+    # The link the pipeline's Prefect artifacts use: the model-training view, not GenAI's overview.
+    browser.get(
+        f"{stack.mlflow_url}/#/experiments/{experiment.experiment_id}/runs?workflowType=machine_learning"
+    )
+    text = wait_for_text(
+        browser,
+        r"retrain-" + re.escape(stack.name),
+        r"Dataset",
+        r"prefect flow retrain",
+        what="MLflow experiment runs",
+    )
+    print(text[:3000])
+    close_side_panels(browser)
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    assert browser.save_screenshot(str(SCREENSHOTS / "mlflow-experiment.png"))
+
+
+def test_prefect_ui_shows_the_decision_with_mlflow_links(stack: Stack, browser: Any) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    run = stack.scheduled_run()
+    with stack.prefect() as client:
+        artifacts = client.read_artifacts()
+    decision = [a for a in artifacts if a.flow_run_id == run.id and a.key == f"{stack.name}-decision"]
+    assert decision and f"[MLflow run]({stack.mlflow_url}/#/experiments/" in decision[0].data
+    browser.get(f"{stack.prefect_url}/login?redirect=/runs/flow-run/{run.id}?tab=Artifacts")
+    field = WebDriverWait(browser, WAIT_SECONDS).until(
+        lambda d: d.find_element(By.CSS_SELECTOR, "form input[type=password]")
+    )
+    field.send_keys(stack.prefect_auth)
+    browser.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
+    wait_for_text(browser, re.escape(run.name), what="Prefect UI after login")
+    browser.get(f"{stack.prefect_url}/artifacts/artifact/{decision[0].id}")
+    wait_for_text(
+        browser, r"MLflow run", r"Model version \d+", r"promoted to champion", what="decision artifact"
+    )
+    links = [
+        a.get_attribute("href") for a in browser.find_elements(By.CSS_SELECTOR, "a[href*='workflowType']")
+    ]
+    assert any("/runs/" in link for link in links) and any("/models/" in link for link in links), links
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    assert browser.save_screenshot(str(SCREENSHOTS / "prefect-artifacts.png"))
