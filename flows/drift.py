@@ -15,6 +15,7 @@ from tasks.drift import detect_drift, judge_drift, select_batch, write_report
 from tasks.faults import reach
 from tasks.ingest import ingest
 from tasks.monitoring import (
+    DriftHistory,
     drift_history,
     load_reference,
     log_evidence,
@@ -22,13 +23,7 @@ from tasks.monitoring import (
     measure_performance,
     require_champion,
 )
-from tasks.publish import (
-    SUPPRESSED_EVENT,
-    emit_drift_event,
-    emit_model_event,
-    plan_alert,
-    publish_drift_summary,
-)
+from tasks.publish import emit_drift_event, plan_alert, publish_drift_summary
 from tasks.recovery import recover
 from tasks.redaction import protect_secrets
 from tasks.registry import find_champion
@@ -68,11 +63,7 @@ def drift_check_flow(config: PipelineConfig | str, current: DataConfig | None = 
     for unsent in history.unsent_alerts:
         send_alert(settings, config.name, *unsent)
     if history.same_batch_run_id:
-        skipped = DriftSummary.skipped_batch(
-            data_sha256, history.same_batch_run_id, history.same_batch_summary
-        )
-        publish_drift_summary(config, skipped, links=run_links(settings, skipped.mlflow_run_id))
-        return skipped
+        return report_skipped(settings, config, data_sha256, history)
 
     # Drift on the full batch; performance decay when it has labels
     columns, target = detect_drift(reference, batch, schema, config)
@@ -82,8 +73,6 @@ def drift_check_flow(config: PipelineConfig | str, current: DataConfig | None = 
     # Evidence (Evidently report, MLflow run), recorded before the alert is sent
     report_path, details = write_report(reference, batch, schema, config, settings.reports_dir)
     alert = plan_alert(config, verdict, report_path.as_uri(), history.last_alert_at)
-    if alert.status == "suppressed":
-        emit_model_event(config.name, SUPPRESSED_EVENT, {"note": alert.note, "reasons": verdict.reasons[:10]})
     summary = DriftSummary(
         drift_detected=verdict.drift_detected,
         share_drifted=verdict.share_drifted,
@@ -102,10 +91,17 @@ def drift_check_flow(config: PipelineConfig | str, current: DataConfig | None = 
     run_id = log_evidence(settings, config, champion, summary, columns, details, data_sha256, alert)
     sent, note = send_alert(settings, config.name, run_id, alert.event_id, alert.payload, alert.note)
     summary = replace(summary, mlflow_run_id=run_id, event_emitted=sent, event_note=note)
-    publish_drift_summary(
-        config, summary, links=run_links(settings, run_id, report="drift/" + report_path.name)
-    )
+    publish_drift_summary(config, summary, run_links(settings, run_id, report=f"drift/{report_path.name}"))
     return summary
+
+
+def report_skipped(
+    settings: Settings, config: PipelineConfig, data_sha256: str, history: DriftHistory
+) -> DriftSummary:
+    """The verdict of the earlier check of this exact batch, published as this run's (skipped) one."""
+    skipped = DriftSummary.skipped_batch(data_sha256, history.same_batch_run_id, history.same_batch_summary)
+    publish_drift_summary(config, skipped, run_links(settings, skipped.mlflow_run_id))
+    return skipped
 
 
 def send_alert(

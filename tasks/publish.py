@@ -53,7 +53,10 @@ class AlertPlan:
 def plan_alert(
     config: PipelineConfig, verdict: DriftVerdict, report_uri: str, last_alert_at: datetime | None
 ) -> AlertPlan:
-    """Whether the verdict raises an alert now, with the id it will be sent under (sent idempotently)."""
+    """Whether the verdict raises an alert now, with the id it will be sent under (sent idempotently).
+
+    A suppressed alert (within the cooldown) is announced as `SUPPRESSED_EVENT`, for notifications.
+    """
     if not verdict.drift_detected:
         return AlertPlan("none", "no drift, no event")
     if in_cooldown(last_alert_at, config.drift.cooldown_hours, datetime.now(timezone.utc)):
@@ -63,6 +66,7 @@ def plan_alert(
             f"drift.cooldown_hours={config.drift.cooldown_hours}"
         )
         get_run_logger().warning(note)
+        emit_model_event(config.name, SUPPRESSED_EVENT, {"note": note, "reasons": verdict.reasons[:10]})
         return AlertPlan("suppressed", note)
     # Bounded, so the payload fits in the MLflow tag that records the alert before it is sent.
     payload = {
