@@ -23,7 +23,7 @@ from tasks.faults import reach
 from tasks.features import fit_features
 from tasks.ingest import ingest
 from tasks.promote import compare
-from tasks.publish import PROMOTED_EVENT, emit_model_event, publish_summary
+from tasks.publish import publish_summary
 from tasks.recovery import recover
 from tasks.redaction import protect_secrets
 from tasks.registry import ChampionInfo, find_champion, promote, register_model, score_champion
@@ -195,14 +195,8 @@ def evaluate_and_promote(
     board = leaderboard(trained.results, baseline_validation, metric, config.greater_is_better)
     decision = compare(config, metrics, baseline_metrics, champion_metrics)
     version = registered.result()
-    decision = promote(
-        settings, config.name, version, decision, champion, tags={f"test_{metric}": f"{metrics[metric]:.6g}"}
-    )
-    if decision.promote:
-        promoted = {"version": version, "previous_version": champion.version if champion else None}
-        emit_model_event(
-            config.name, PROMOTED_EVENT, {**promoted, metric: metrics[metric], "reason": decision.reason}
-        )
+    test_tag = {f"test_{metric}": f"{metrics[metric]:.6g}"}
+    decision = promote(settings, config.name, version, decision, champion, tags=test_tag)
     log_values(
         settings,
         run_id,

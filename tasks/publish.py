@@ -153,7 +153,16 @@ def publish_drift_summary(config: PipelineConfig, summary: DriftSummary, links: 
 
 @task(name="publish-summary", cache_policy=NO_CACHE)
 def publish_summary(summary: RetrainSummary, links: dict[str, str]) -> None:
-    """Show the leaderboard and the decision as Prefect artifacts of the flow run, with MLflow links."""
+    """Show the leaderboard and the decision as Prefect artifacts of the flow run, with MLflow links.
+
+    A promotion is also announced as `PROMOTED_EVENT` (what `promoted` notifications match).
+    """
+    if summary.promoted:
+        promoted = {"version": summary.model_version, "previous_version": summary.champion_version}
+        metric = {summary.metric: summary.metrics[summary.metric]}
+        emit_model_event(
+            summary.model_name, PROMOTED_EVENT, {**promoted, **metric, "reason": summary.decision}
+        )
     key = artifact_key(summary.model_name)
     board: list[dict[str, Any]] = summary.leaderboard
     create_table_artifact(board, key=f"{key}-leaderboard", description="Validation leaderboard")
