@@ -92,10 +92,21 @@ def wait_for_text(driver: Any, *patterns: str, what: str) -> str:
     return page_text(driver)
 
 
-def test_prefect_ui_shows_the_completed_scheduled_run(stack: Stack, browser: Any) -> None:
+def prefect_login(stack: Stack, browser: Any, path: str, shown: str) -> None:
+    """Log in through the Prefect UI's form, redirected to `path`, which then shows `shown`."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
+    browser.get(f"{stack.prefect_url}/login?redirect={path}")
+    field = WebDriverWait(browser, WAIT_SECONDS).until(
+        lambda d: d.find_element(By.CSS_SELECTOR, "form input[type=password]")
+    )
+    field.send_keys(stack.prefect_auth)
+    browser.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
+    wait_for_text(browser, re.escape(shown), what="Prefect UI after login")
+
+
+def test_prefect_ui_shows_the_completed_scheduled_run(stack: Stack, browser: Any) -> None:
     run = stack.scheduled_run()
     assert run.state.is_completed()
     path = f"/runs/flow-run/{run.id}"
@@ -103,13 +114,7 @@ def test_prefect_ui_shows_the_completed_scheduled_run(stack: Stack, browser: Any
     browser.get(f"{stack.prefect_url}{path}")
     text = wait_for_text(browser, r"Authentication failed", what="Prefect UI before login")
     assert run.name not in text
-    browser.get(f"{stack.prefect_url}/login?redirect={path}")
-    field = WebDriverWait(browser, WAIT_SECONDS).until(
-        lambda d: d.find_element(By.CSS_SELECTOR, "form input[type=password]")
-    )
-    field.send_keys(stack.prefect_auth)
-    browser.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
-    wait_for_text(browser, re.escape(run.name), what="Prefect UI after login")
+    prefect_login(stack, browser, path, run.name)
     stored = browser.execute_script("return window.localStorage.getItem('prefect-password')")
     assert base64.b64decode(stored).decode() == stack.prefect_auth
     # A fresh load of the page, logged in: no leftovers of the pre-login requests.
@@ -132,9 +137,7 @@ def test_mlflow_ui_shows_the_model_and_its_champion_alias(stack: Stack, browser:
 
     with stack.mlflow() as client:
         champion = client.get_model_version_by_alias(stack.name, "champion")
-    header = basic_auth_header(f"{stack.mlflow_user}:{stack.mlflow_password}")
-    browser.execute_cdp_cmd("Network.enable", {})
-    browser.execute_cdp_cmd("Network.setExtraHTTPHeaders", {"headers": header})
+    mlflow_login(stack, browser)
     browser.get(f"{stack.mlflow_url}/#/models/{stack.name}")
     text = wait_for_text(
         browser,
@@ -151,9 +154,7 @@ def test_mlflow_ui_shows_the_model_and_its_champion_alias(stack: Stack, browser:
     assert [label for label, row in rows.items() if re.search(r"@\s*champion\b", row)] == [
         f"Version {champion.version}"
     ]
-    # The assistant side panel covers part of the page: close it when it is there.
-    for button in browser.find_elements(By.CSS_SELECTOR, "button[aria-label='Close']"):
-        button.click()
+    close_side_panels(browser)
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     assert browser.save_screenshot(str(SCREENSHOTS / "mlflow-model.png"))
 
@@ -166,6 +167,7 @@ def mlflow_login(stack: Stack, browser: Any) -> None:
 
 
 def close_side_panels(browser: Any) -> None:
+    """Close the assistant side panel, which covers part of the page, when it is there."""
     from selenium.webdriver.common.by import By
 
     for button in browser.find_elements(By.CSS_SELECTOR, "button[aria-label='Close']"):
@@ -201,23 +203,20 @@ def test_mlflow_ui_opens_the_experiment_on_model_training_with_source_user_and_d
 
 def test_prefect_ui_shows_the_decision_with_mlflow_links(stack: Stack, browser: Any) -> None:
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
 
     run = stack.scheduled_run()
     with stack.prefect() as client:
         artifacts = client.read_artifacts()
     decision = [a for a in artifacts if a.flow_run_id == run.id and a.key == f"{stack.name}-decision"]
     assert decision and f"[MLflow run]({stack.mlflow_url}/#/experiments/" in decision[0].data
-    browser.get(f"{stack.prefect_url}/login?redirect=/runs/flow-run/{run.id}?tab=Artifacts")
-    field = WebDriverWait(browser, WAIT_SECONDS).until(
-        lambda d: d.find_element(By.CSS_SELECTOR, "form input[type=password]")
-    )
-    field.send_keys(stack.prefect_auth)
-    browser.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
-    wait_for_text(browser, re.escape(run.name), what="Prefect UI after login")
+    prefect_login(stack, browser, f"/runs/flow-run/{run.id}", run.name)
     browser.get(f"{stack.prefect_url}/artifacts/artifact/{decision[0].id}")
     wait_for_text(
-        browser, r"MLflow run", r"Model version \d+", r"promoted to champion", what="decision artifact"
+        browser,
+        r"MLflow run",
+        r"Model version \d+",
+        r"version \d+: (promoted to champion|not promoted)",
+        what="decision artifact",
     )
     links = [
         a.get_attribute("href") for a in browser.find_elements(By.CSS_SELECTOR, "a[href*='workflowType']")
