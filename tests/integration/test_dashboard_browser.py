@@ -195,7 +195,11 @@ def test_mlflow_ui_opens_the_experiment_on_model_training_with_source_user_and_d
         r"prefect flow retrain",
         what="MLflow experiment runs",
     )
-    print(text[:3000])
+    # The training data as a dataset input (name, digest, context) and the source tag in the table
+    (champion_run,) = [run for run in runs if run.info.run_id == stack.champion["mlflow_run_id"]]
+    digest = champion_run.inputs.dataset_inputs[0].dataset.digest
+    assert re.search(rf"y2011\.csv \({digest}\)\s+Training", text), text[:3000]
+    assert "Model training" in text and "Evaluation runs" not in text
     close_side_panels(browser)
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     assert browser.save_screenshot(str(SCREENSHOTS / "mlflow-experiment.png"))
