@@ -25,12 +25,20 @@ from cli.render import (
     print_drift_summary,
     print_json,
     print_models,
+    print_notifications,
     print_rollback,
     print_score_summary,
     print_summary,
 )
 from core.backtest import BacktestPlan
-from core.config import DataConfig, PipelineConfig, load_config, parse_config
+from core.config import (
+    LOCAL_DATA_VARIABLE,
+    READ_SETTINGS,
+    DataConfig,
+    PipelineConfig,
+    load_run_config,
+    parse_config,
+)
 from core.errors import BadInputError
 from core.secrets import redact_url
 from tasks.redaction import protect_secrets
@@ -40,8 +48,6 @@ app = typer.Typer(
     add_completion=False, no_args_is_help=True, help="Scheduled and drift-triggered retraining."
 )
 EXIT_BAD_INPUT, EXIT_FAILURE = 2, 1
-# How a source is read (compact types, memory limit) stays as configured when --data replaces it.
-READ_SETTINGS = {"compact_dtypes", "memory_limit_mb"}
 BACKTEST_DEFAULTS = BacktestPlan()
 Result = TypeVar("Result")
 
@@ -80,16 +86,6 @@ def run_guarded(func: Callable[[], Result], debug: bool) -> Result:
     raise AssertionError("unreachable")  # fail() always exits
 
 
-def load(config_path: Path, data: str | None) -> PipelineConfig:
-    """Load the config and apply `--data` / `RETRAIN_DATA`."""
-    config = load_config(config_path, os.environ)
-    override = data or os.environ.get("RETRAIN_DATA")
-    if override:
-        source = DataConfig(source=override, **config.data.model_dump(include=READ_SETTINGS))
-        config = config.model_copy(update={"data": source})
-    return config
-
-
 def with_dask(config: PipelineConfig, address: str | None, workers: int | None) -> PipelineConfig:
     """Apply `--dask-address` / `--dask-workers`: tuning trials run on that Dask cluster."""
     if not (address or workers):
@@ -102,7 +98,7 @@ def with_dask(config: PipelineConfig, address: str | None, workers: int | None) 
 def prepare(config_path: Path, data: str | None, debug: bool) -> PipelineConfig:
     """Local defaults, then the validated config (exit 2 on a bad one)."""
     use_local_defaults()
-    config = run_guarded(lambda: load(config_path, data), debug)
+    config = run_guarded(lambda: load_run_config(config_path, os.environ, data), debug)
     protect_secrets(config)
     return config
 
@@ -275,7 +271,10 @@ def serve(
     # Prefect's runner polls for runs every 10 s by default; a drift alert's retrain should start
     # sooner. Set before Prefect is imported, when its settings are read.
     os.environ.setdefault("PREFECT_RUNNER_POLL_FREQUENCY", "5")
-    pipeline_config = prepare(config, data, debug)
+    if data:
+        # The deployments pass the config's path; each run reads it with this process's RETRAIN_DATA.
+        os.environ[LOCAL_DATA_VARIABLE] = data
+    pipeline_config = prepare(config, None, debug)
     settings = Settings.from_environment()
     pin_local_state(settings)
     stop_on_sigterm()
@@ -295,14 +294,38 @@ def serve(
 
         stack.enter_context(temporary_settings(updates={PREFECT_API_URL: api_url}))
         from deployments import build_deployments
+        from tasks.notify import apply_notifications
 
-        deployments = build_deployments(pipeline_config)
+        deployments = build_deployments(pipeline_config, config)
+        print_notifications(console, run_guarded(lambda: apply_notifications(pipeline_config), debug))
         console.print(f"Prefect dashboard: {redact_url(api_url.removesuffix('/api'))}", highlight=False)
         console.print(f"MLflow tracking: {redact_url(settings.tracking_uri)}", highlight=False)
         try:
             prefect_serve(*deployments)
         except KeyboardInterrupt:
             console.print("Stopping.")
+
+
+@app.command()
+def notifications(config: ConfigOption, debug: DebugOption = False) -> None:
+    """Create or replace the config's `notify:` automations on the Prefect server (`prefect deploy` runs it).
+
+    Uses Prefect's own settings (PREFECT_API_URL or the active profile): it needs a Prefect server.
+    """
+    pipeline_config = run_guarded(lambda: load_run_config(config, os.environ), debug)
+    protect_secrets(pipeline_config)
+    from tasks.notify import apply_notifications
+    from tasks.publish import api_target
+
+    if api_target() is None:
+        fail(
+            "retrain notifications needs a Prefect server, and Prefect's PREFECT_API_URL is not set: "
+            "automations on Prefect's ephemeral API would vanish with this command. Set PREFECT_API_URL "
+            "(or `prefect config set PREFECT_API_URL=...`) to your server.",
+            EXIT_BAD_INPUT,
+            debug,
+        )
+    print_notifications(Console(), run_guarded(lambda: apply_notifications(pipeline_config), debug))
 
 
 @app.command()

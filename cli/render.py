@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
@@ -15,6 +15,9 @@ from rich.table import Table
 from core.results import DriftSummary, ModelsListing, RetrainSummary, RollbackSummary, ScoreSummary, json_view
 from core.secrets import redact_url
 from tasks.redaction import mask_known
+
+if TYPE_CHECKING:  # importing it loads Prefect, which the commands set up first
+    from tasks.notify import NotificationsApplied
 
 
 def fail(message: str, code: int, debug: bool) -> None:
@@ -152,3 +155,19 @@ def print_rollback(result: RollbackSummary) -> None:
         highlight=False,
         soft_wrap=True,
     )
+
+
+def print_notifications(console: Console, applied: NotificationsApplied) -> None:
+    """What `apply_notifications` changed: automations created, replaced and deleted."""
+    if applied.block is None and not applied.deleted:
+        console.print("Notifications: none (the config has no notify: section)")
+        return
+    for label, names in (
+        ("created", applied.created),
+        ("replaced", applied.replaced),
+        ("deleted", applied.deleted),
+    ):
+        for name in names:
+            console.print(f"Notification automation {label}: {name}", highlight=False)
+    if applied.block:
+        console.print(f"Webhook block: custom-webhook/{applied.block}", highlight=False)

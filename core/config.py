@@ -28,7 +28,7 @@ from pydantic import (
 
 from core.catalogue import CATALOGUE
 from core.errors import ConfigError
-from core.secrets import ENV_PATTERN, redact_url
+from core.secrets import ENV_PATTERN, redact_url, redact_webhook
 
 REGRESSION_METRICS = {"rmse": "minimize", "mae": "minimize", "mape": "minimize", "r2": "maximize"}
 CLASSIFICATION_METRICS = {
@@ -40,13 +40,22 @@ CLASSIFICATION_METRICS = {
 # Built-in candidate names per task, in the catalogue's order.
 CANDIDATES = {task_kind: tuple(algorithms) for task_kind, algorithms in CATALOGUE.items()}
 # Settings of when runs happen, not of what a run computes: left out of the config's fingerprint, so
-# moving a schedule does not change the lineage of the models (nor does how predictions are written
-# or how many versions the registry keeps).
-SCHEDULING_KEYS = {"schedule": None, "score": None, "registry": None, "drift": ("cron", "cooldown_hours")}
+# moving a schedule does not change the lineage of the models (nor does how predictions are written,
+# how many versions the registry keeps or who is notified).
+SCHEDULING_KEYS = {
+    "schedule": None,
+    "score": None,
+    "registry": None,
+    "notify": None,
+    "drift": ("cron", "cooldown_hours"),
+}
 # A config needs a handful of YAML aliases at most; more, or an expansion this large, is a
 # "billion laughs" document, refused before PyYAML or json.dumps expands it.
 MAX_YAML_ALIASES = 100
 MAX_YAML_NODES = 100_000
+# How a source is read (compact types, memory limit) stays as configured when a local copy replaces it.
+READ_SETTINGS = {"compact_dtypes", "memory_limit_mb"}
+LOCAL_DATA_VARIABLE = "RETRAIN_DATA"
 
 
 class _Section(BaseModel):
@@ -274,6 +283,39 @@ class RegistryConfig(_Section):
     )
 
 
+# What `notify.events` can name: the model's lifecycle, and its flow runs failing or crashing.
+NOTIFY_EVENTS = ("drift_detected", "alert_suppressed", "run_failed", "promoted", "rolled_back")
+
+
+class NotifyConfig(_Section):
+    """Notifications: Prefect automations that POST to a webhook when the chosen events happen.
+
+    The URL is a secret (chat webhooks carry their token in the path): write `${VAR}`. A literal one
+    is masked (`https://host/***`) wherever the config is shown or logged.
+    """
+
+    webhook_url: str = Field(description="Where to POST; `${VAR}` allowed.")
+    events: list[Literal[NOTIFY_EVENTS]] = Field(  # type: ignore[valid-type]
+        default_factory=lambda: list(NOTIFY_EVENTS), min_length=1, description="Events to notify about."
+    )
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not (value.startswith(("http://", "https://")) or ENV_PATTERN.match(value)):
+            raise ValueError(f"{redact_webhook(value)!r} is not an http(s) URL or a ${{VAR}} reference")
+        return value
+
+    @field_validator("events")
+    @classmethod
+    def _no_repeats(cls, value: list[str]) -> list[str]:
+        return list(dict.fromkeys(value))
+
+    @field_serializer("webhook_url", when_used="json")
+    def _mask_webhook(self, value: str) -> str:
+        return redact_webhook(value)
+
+
 class PipelineConfig(_Section):
     """The whole pipeline configuration."""
 
@@ -293,6 +335,7 @@ class PipelineConfig(_Section):
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
     score: ScoreConfig = Field(default_factory=ScoreConfig)
     registry: RegistryConfig = Field(default_factory=RegistryConfig)
+    notify: NotifyConfig | None = None
 
     @model_validator(mode="after")
     def _defaults_for_task(self) -> PipelineConfig:
@@ -494,3 +537,17 @@ def load_config(path: str | Path, environ: Mapping[str, str]) -> PipelineConfig:
             "Start from configs/bike_sharing.yaml.",
         )
     return parse_config(raw, str(path))
+
+
+def load_run_config(path: str | Path, environ: Mapping[str, str], data: str | None = None) -> PipelineConfig:
+    """The config of one run: the file at `path`, reading `data` (or `$RETRAIN_DATA`) instead of data.source.
+
+    The one loader of the command line and of deployment runs (whose `config` parameter is the
+    file's path), so a worker honours `RETRAIN_DATA` exactly like `retrain run`.
+    """
+    config = load_config(path, environ)
+    override = data or environ.get(LOCAL_DATA_VARIABLE)
+    if not override:
+        return config
+    source = DataConfig(source=override, **config.data.model_dump(include=READ_SETTINGS))
+    return config.model_copy(update={"data": source})

@@ -232,8 +232,8 @@ def leaderboard(
     return rows
 
 
-def decision_markdown(summary: RetrainSummary) -> str:
-    """The promotion decision and the test metrics as a markdown block."""
+def decision_markdown(summary: RetrainSummary, links: dict[str, str] | None = None) -> str:
+    """The promotion decision and the test metrics as a markdown block, with `links` (label: URL)."""
     metric = summary.metric
     champion = summary.champion_metrics
     if not summary.registered:
@@ -261,19 +261,33 @@ def decision_markdown(summary: RetrainSummary) -> str:
         else "| champion before this run | none |",
         "",
         f"MLflow run `{summary.mlflow_run_id}`; trigger: {summary.trigger}.",
+        *link_lines(links),
     ]
     return "\n".join(lines)
 
 
-def drift_markdown(model_name: str, summary: DriftSummary) -> str:
-    """The drift verdict, its reasons, the report and the alert as a markdown block."""
+def link_lines(links: dict[str, str] | None) -> list[str]:
+    """Markdown links (label to URL) as one line, after a blank one; nothing without links."""
+    return ["", " · ".join(f"[{label}]({url})" for label, url in links.items())] if links else []
+
+
+def drift_markdown(model_name: str, summary: DriftSummary, links: dict[str, str] | None = None) -> str:
+    """The drift verdict, its reasons, the report and the alert as a markdown block, with `links`."""
     verdict = "DRIFT DETECTED" if summary.drift_detected else "no drift"
+    if summary.skipped:
+        verdict = f"check skipped, batch already checked (its verdict: {verdict})"
+    report = (
+        f"Report: `{summary.report_path}` (also in MLflow run `{summary.mlflow_run_id}`, under `drift/`)."
+        if summary.report_path
+        else f"Report: in MLflow run `{summary.mlflow_run_id}`, under `drift/`."
+    )
     lines = [
         f"# {model_name}: {verdict}",
         "",
         *[f"- {reason}" for reason in summary.reasons],
         "",
-        f"Report: `{summary.report_path}` (also in MLflow run `{summary.mlflow_run_id}`, under `drift/`).",
+        report,
         f"Alert: {summary.event_note}",
+        *link_lines(links),
     ]
     return "\n".join(lines)

@@ -19,6 +19,8 @@ _SECRET_QUERY = re.compile(
     r"[\w.-]*)=)[^&#\s]*",
     re.IGNORECASE,
 )
+# A literal webhook URL: scheme, credentials and host, then the part that carries the token.
+_WEBHOOK_SECRET = re.compile(r"^(https?://[^/?#]+)(.*)$", re.DOTALL)
 # Shorter values would mask ordinary words in messages; such secrets are no secrets.
 MIN_SECRET_LENGTH = 4
 
@@ -36,6 +38,25 @@ def redact_url(url: str) -> str:
     """
     url = _URL_PASSWORD.sub(lambda m: _masked(m, m.group(0)[len(m.group(1)) : -1], "@"), url)
     return _SECRET_QUERY.sub(lambda m: _masked(m, m.group(0)[len(m.group(1)) :]), url)
+
+
+def redact_webhook(url: str) -> str:
+    """A webhook URL with everything after its host masked (`https://hooks.example.com/***`).
+
+    Chat and incident webhooks carry their token in the path, so only scheme and host are kept.
+    A `${VAR}` reference stays: it is where the URL comes from, not the URL.
+    """
+    match = _WEBHOOK_SECRET.match(url)
+    if match is None:
+        return redact_url(url)
+    host, rest = match.groups()
+    return redact_url(host) + (rest if rest in {"", "/"} else f"/{MASK}")
+
+
+def webhook_secrets(url: str) -> list[str]:
+    """The secret part of a literal webhook URL (what follows its host), to mask it in logs."""
+    match = _WEBHOOK_SECRET.match(url)
+    return [match.group(2)] if match and match.group(2) not in {"", "/"} else []
 
 
 def secret_values(text: str, environ: Mapping[str, str]) -> list[str]:

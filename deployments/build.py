@@ -16,6 +16,7 @@ most one alert per `drift.cooldown_hours` and logs every suppressed one.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
@@ -53,19 +54,34 @@ def drift_trigger(name: str) -> DeploymentEventTrigger:
     )
 
 
-def build_deployments(config: PipelineConfig) -> list[RunnerDeployment]:
-    """The scheduled, drift-check, drift-triggered and scoring deployments for `config`."""
-    names = deployment_names(config.name)
-    parameters: dict[str, Any] = {"config": config.model_dump(mode="json")}
-    if (
-        parameters["config"]["data"] != config.data.model_dump()
-        or parameters["config"]["score"]["out"] != config.score.out
-    ):
+def config_parameter(config: PipelineConfig, config_path: str | Path | None) -> str | dict[str, Any]:
+    """The `config` parameter the deployments store in Prefect: the file's path, or the config itself.
+
+    With a path (what `retrain serve` and `prefect.yaml` pass) each run reads the file on the worker,
+    so editing it changes the next run. A config stored inline must not hold a literal password.
+    """
+    if config_path is not None:
+        return str(Path(config_path).resolve())
+    inline = config.model_dump(mode="json")
+    if inline["data"] != config.data.model_dump() or inline["score"]["out"] != config.score.out:
         raise ConfigError(
             "data.source, data.query or score.out holds a literal password or token, and a deployment "
             "stores its parameters in Prefect, where it would be masked and the runs could not connect",
-            "Put the secret in an environment variable of the worker and write ${VAR} in its place.",
+            "Put the secret in an environment variable of the worker and write ${VAR} in its place, "
+            "or deploy the config by its file path.",
         )
+    return inline
+
+
+def build_deployments(
+    config: PipelineConfig, config_path: str | Path | None = None
+) -> list[RunnerDeployment]:
+    """The scheduled, drift-check, drift-triggered and scoring deployments for `config`.
+
+    With `config_path`, their runs read the config from that file (see `config_parameter`).
+    """
+    names = deployment_names(config.name)
+    parameters: dict[str, Any] = {"config": config_parameter(config, config_path)}
     tags = ["retrain", config.name]
     return [
         retrain_flow.to_deployment(
@@ -103,7 +119,8 @@ def build_deployments(config: PipelineConfig) -> list[RunnerDeployment]:
             schedule=Cron(config.score.cron, timezone=config.schedule.timezone)
             if config.score.cron
             else None,
-            parameters={**parameters, "out": config.score.out},
+            # The run writes to the config's score.out, read with the config.
+            parameters=parameters,
             tags=tags,
             entrypoint_type=EntrypointType.MODULE_PATH,
             description=f"Score new rows of {config.name} with its champion"

@@ -15,6 +15,7 @@ from tasks.drift import detect_drift, judge_drift, select_batch, write_report
 from tasks.faults import reach
 from tasks.ingest import ingest
 from tasks.monitoring import (
+    DriftHistory,
     drift_history,
     load_reference,
     log_evidence,
@@ -26,21 +27,24 @@ from tasks.publish import emit_drift_event, plan_alert, publish_drift_summary
 from tasks.recovery import recover
 from tasks.redaction import protect_secrets
 from tasks.registry import find_champion
-from tasks.settings import Settings
+from tasks.settings import Settings, run_config
+from tasks.tracking import run_links
 from tasks.validate import validate
 
 
 @flow(name="drift-check")
-def drift_check_flow(config: PipelineConfig, current: DataConfig | None = None) -> DriftSummary:
+def drift_check_flow(config: PipelineConfig | str, current: DataConfig | None = None) -> DriftSummary:
     """Check the newest data (or `current`) for drift against what the champion was trained on.
 
     Args:
-        config: The validated pipeline config.
+        config: The validated pipeline config, or the path of its file (read on the worker, with
+            `RETRAIN_DATA` applied).
         current: The batch to check; by default the source's rows after the training window.
 
     Returns:
         The verdict with its reasons, per-column scores, performance, report and alert status.
     """
+    config = run_config(config)
     protect_secrets(config)
     settings = Settings.from_environment()
     recover(settings, config)
@@ -59,7 +63,7 @@ def drift_check_flow(config: PipelineConfig, current: DataConfig | None = None) 
     for unsent in history.unsent_alerts:
         send_alert(settings, config.name, *unsent)
     if history.same_batch_run_id:
-        return DriftSummary.skipped_batch(data_sha256, history.same_batch_run_id, history.same_batch_summary)
+        return report_skipped(settings, config, data_sha256, history)
 
     # Drift on the full batch; performance decay when it has labels
     columns, target = detect_drift(reference, batch, schema, config)
@@ -87,8 +91,17 @@ def drift_check_flow(config: PipelineConfig, current: DataConfig | None = None) 
     run_id = log_evidence(settings, config, champion, summary, columns, details, data_sha256, alert)
     sent, note = send_alert(settings, config.name, run_id, alert.event_id, alert.payload, alert.note)
     summary = replace(summary, mlflow_run_id=run_id, event_emitted=sent, event_note=note)
-    publish_drift_summary(config, summary)
+    publish_drift_summary(config, summary, run_links(settings, run_id, report=f"drift/{report_path.name}"))
     return summary
+
+
+def report_skipped(
+    settings: Settings, config: PipelineConfig, data_sha256: str, history: DriftHistory
+) -> DriftSummary:
+    """The verdict of the earlier check of this exact batch, published as this run's (skipped) one."""
+    skipped = DriftSummary.skipped_batch(data_sha256, history.same_batch_run_id, history.same_batch_summary)
+    publish_drift_summary(config, skipped, run_links(settings, skipped.mlflow_run_id))
+    return skipped
 
 
 def send_alert(

@@ -35,9 +35,17 @@ from tasks.registry import (
     register_model,
     score_champion,
 )
-from tasks.settings import Settings
+from tasks.settings import Settings, run_config
 from tasks.split import split
-from tasks.tracking import log_plots, log_reference_sample, log_trials, log_values, tracked_run
+from tasks.tracking import (
+    log_plots,
+    log_reference_sample,
+    log_training_data,
+    log_trials,
+    log_values,
+    run_links,
+    tracked_run,
+)
 from tasks.train import refit_best, train_baseline
 from tasks.validate import validate
 
@@ -66,16 +74,18 @@ class TrainedModels:
 
 
 @flow(name="retrain", log_prints=True)
-def retrain_flow(config: PipelineConfig, trigger: str = "manual") -> RetrainSummary:
+def retrain_flow(config: PipelineConfig | str, trigger: str = "manual") -> RetrainSummary:
     """Train, evaluate and maybe promote a new model version for `config.name`.
 
     Args:
-        config: The validated pipeline config.
+        config: The validated pipeline config, or the path of its file (read on the worker, with
+            `RETRAIN_DATA` applied).
         trigger: Why this run started (manual, schedule, or the drift alert's reasons).
 
     Returns:
         The run summary: promotion, metrics of challenger, baseline and champion, and run ids.
     """
+    config = run_config(config)
     protect_secrets(config)
     settings = Settings.from_environment()
     recover(settings, config)
@@ -109,6 +119,7 @@ def prepare_data(
     """Ingest, validate against the champion's schema, split by time and fit the features."""
     raw = ingest(config.data, columns_to_read(config), settings)
     data_sha256, data_rows = fingerprint(raw), len(raw)
+    log_training_data(settings, run_id, config.data, raw, data_rows, data_sha256, config.target)
     frame, schema = validate(raw, config, champion.schema if champion else None)
     # On large data only the windows stay in memory
     splits = split(frame, config)
@@ -236,7 +247,7 @@ def evaluate_and_promote(
         trials=sum(future.result() for future in trained.trials_logged),
         tuning_seconds=round(trained.tuning_seconds, 3),
     )
-    publish_summary(summary)
+    publish_summary(summary, links=run_links(settings, run_id, config.name, version))
     return summary
 
 

@@ -20,14 +20,14 @@ from tasks.ingest import ingest
 from tasks.output import write_predictions
 from tasks.redaction import protect_secrets
 from tasks.registry import find_version, predict_batch
-from tasks.settings import Settings
+from tasks.settings import Settings, run_config
 from tasks.tracking import log_values, tracked_run
 from tasks.validate import validate
 
 
 @flow(name="score")
 def score_flow(
-    config: PipelineConfig,
+    config: PipelineConfig | str,
     out: str | None = None,
     data: DataConfig | None = None,
     version: str | None = None,
@@ -36,7 +36,7 @@ def score_flow(
     """Score a batch with the champion (or `version`) and write the predictions to `out`.
 
     Args:
-        config: The validated pipeline config.
+        config: The validated pipeline config, or the path of its file (read on the worker).
         out: A .csv / .parquet path or a SQLAlchemy URL (default: `score.out`).
         data: The rows to score (default: the config's source).
         version: A registered version number (default: the `champion` alias).
@@ -46,6 +46,7 @@ def score_flow(
         The version used, the rows and fingerprint of the batch, where the predictions went and
         the statistics of their distribution.
     """
+    config = run_config(config)
     protect_secrets(config)
     settings = Settings.from_environment()
     target = output_target(out, config)

@@ -26,7 +26,7 @@ from tasks.options import io_edge_options
 from tasks.publish import AlertPlan
 from tasks.registry import ChampionInfo, load_champion_model
 from tasks.settings import Settings
-from tasks.tracking import PROCESS_TAG, client, ensure_experiment, log_json, this_process
+from tasks.tracking import PROCESS_TAG, client, ensure_experiment, log_json, source_tags, this_process
 
 
 def require_champion(settings: Settings, champion: ChampionInfo | None, name: str) -> ChampionInfo:
@@ -192,6 +192,7 @@ def log_evidence(
         "champion_version": champion.version,
         "model_name": config.name,
         PROCESS_TAG: this_process(),
+        **source_tags(),
     }
     run = mlflow_client.create_run(experiment_id, run_name=f"drift-{config.name}", tags=tags)
     run_id = run.info.run_id

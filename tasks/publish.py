@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from prefect import get_run_logger, task
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from core.config import PipelineConfig
@@ -53,7 +53,10 @@ class AlertPlan:
 def plan_alert(
     config: PipelineConfig, verdict: DriftVerdict, report_uri: str, last_alert_at: datetime | None
 ) -> AlertPlan:
-    """Whether the verdict raises an alert now, with the id it will be sent under (sent idempotently)."""
+    """Whether the verdict raises an alert now, with the id it will be sent under (sent idempotently).
+
+    A suppressed alert (within the cooldown) is announced as `SUPPRESSED_EVENT`, for notifications.
+    """
     if not verdict.drift_detected:
         return AlertPlan("none", "no drift, no event")
     if in_cooldown(last_alert_at, config.drift.cooldown_hours, datetime.now(timezone.utc)):
@@ -63,6 +66,7 @@ def plan_alert(
             f"drift.cooldown_hours={config.drift.cooldown_hours}"
         )
         get_run_logger().warning(note)
+        emit_model_event(config.name, SUPPRESSED_EVENT, {"note": note, "reasons": verdict.reasons[:10]})
         return AlertPlan("suppressed", note)
     # Bounded, so the payload fits in the MLflow tag that records the alert before it is sent.
     payload = {
@@ -124,22 +128,45 @@ def emit_model_event(name: str, event: str, payload: dict[str, Any]) -> bool:
     return sent is not None
 
 
+def publish_links(key: str, links: dict[str, str]) -> None:
+    """The first link (the MLflow run) as a link artifact: one click from the flow run to MLflow."""
+    for text, link in list(links.items())[:1]:
+        create_link_artifact(link, link_text=text, key=f"{key}-mlflow-run", description=text)
+
+
 @task(name="publish-drift-summary", cache_policy=NO_CACHE)
-def publish_drift_summary(config: PipelineConfig, summary: DriftSummary) -> None:
-    """Per-column table and verdict as Prefect artifacts, linking the report and the MLflow run."""
+def publish_drift_summary(config: PipelineConfig, summary: DriftSummary, links: dict[str, str]) -> None:
+    """Per-column table and verdict as Prefect artifacts, linking the report and the MLflow run.
+
+    A skipped check (this exact batch was checked before) says so in the run's log and artifact.
+    """
     key = artifact_key(config.name)
-    create_table_artifact(summary.columns, key=f"{key}-drift-columns", description="Per-column drift")
+    if summary.skipped:
+        get_run_logger().info(summary.reasons[0])
+    else:
+        create_table_artifact(summary.columns, key=f"{key}-drift-columns", description="Per-column drift")
     create_markdown_artifact(
-        drift_markdown(config.name, summary), key=f"{key}-drift", description="Drift verdict"
+        drift_markdown(config.name, summary, links), key=f"{key}-drift", description="Drift verdict"
     )
+    publish_links(key, links)
 
 
 @task(name="publish-summary", cache_policy=NO_CACHE)
-def publish_summary(summary: RetrainSummary) -> None:
-    """Show the leaderboard and the decision as Prefect artifacts of the flow run."""
+def publish_summary(summary: RetrainSummary, links: dict[str, str]) -> None:
+    """Show the leaderboard and the decision as Prefect artifacts of the flow run, with MLflow links.
+
+    A promotion is also announced as `PROMOTED_EVENT` (what `promoted` notifications match).
+    """
+    if summary.promoted:
+        promoted = {"version": summary.model_version, "previous_version": summary.champion_version}
+        metric = {summary.metric: summary.metrics[summary.metric]}
+        emit_model_event(
+            summary.model_name, PROMOTED_EVENT, {**promoted, **metric, "reason": summary.decision}
+        )
     key = artifact_key(summary.model_name)
     board: list[dict[str, Any]] = summary.leaderboard
     create_table_artifact(board, key=f"{key}-leaderboard", description="Validation leaderboard")
     create_markdown_artifact(
-        decision_markdown(summary), key=f"{key}-decision", description="Promotion decision"
+        decision_markdown(summary, links), key=f"{key}-decision", description="Promotion decision"
     )
+    publish_links(key, links)

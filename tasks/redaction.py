@@ -14,7 +14,7 @@ import os
 from collections.abc import Iterable
 
 from core.config import PipelineConfig
-from core.secrets import mask, secret_values, url_passwords
+from core.secrets import ENV_PATTERN, mask, secret_values, url_passwords, webhook_secrets
 
 LOGGER_NAMES = (None, "prefect", "prefect.flow_runs", "prefect.task_runs", "prefect.extra")
 
@@ -37,10 +37,17 @@ class MaskSecrets(logging.Filter):
 
 
 def known_secrets(config: PipelineConfig | None) -> set[str]:
-    """The secrets of this process: the config's expanded `${VAR}` values and every URL password."""
+    """The secrets of this process: the config's expanded `${VAR}` values, every URL password and
+    the token part of the notification webhook."""
     urls = [os.environ.get("MLFLOW_TRACKING_URI", ""), os.environ.get("PREFECT_API_URL", "")]
     text = json.dumps(config.model_dump()) if config is not None else ""
-    return {*secret_values(text, os.environ), *url_passwords(" ".join([text, *urls]))}
+    webhook = config.notify.webhook_url if config is not None and config.notify else ""
+    expanded = ENV_PATTERN.sub(lambda m: os.environ.get(m.group(1), ""), webhook)
+    return {
+        *secret_values(text, os.environ),
+        *url_passwords(" ".join([text, *urls])),
+        *webhook_secrets(expanded),
+    }
 
 
 # One filter per process, so every handler and the console's error paragraph share what it knows.

@@ -26,15 +26,23 @@ from mlflow.entities import Metric, Param, RunTag
 from prefect import task
 from sklearn.pipeline import Pipeline
 
-from core.config import PipelineConfig
+from core.config import DataConfig, PipelineConfig
 from core.drift import reference_sample
 from core.plots import plot_predictions
 from core.search import TuneResult
+from core.secrets import redact_url
 from core.validation import DataSchema
 from tasks.options import io_edge_options
 from tasks.settings import Settings
 
 PROCESS_TAG = "retrain.process"
+# MLflow 3's UI shows an experiment of this kind as model training (runs, models), not GenAI.
+EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
+# MLflow 3.17's UI keeps one GenAI / model-training switch for all experiments (GenAI by default);
+# this query parameter of a link selects the model-training view.
+TRAINING_VIEW = "workflowType=machine_learning"
+# Rows of the training data MLflow infers the dataset input's schema from (its digest is ours).
+DATASET_SCHEMA_ROWS = 1000
 TRACKED_PACKAGES = ("prefect", "mlflow", "scikit-learn", "pandas", "numpy", "evidently", "retrain-pipeline")
 
 
@@ -69,13 +77,37 @@ _INITIALISED_STORES: set[str] = set()
 
 def ensure_experiment(settings: Settings, mlflow_client: MlflowClient, name: str) -> str:
     """The id of experiment `name`, created on first use (artifacts under the state folder when local)."""
+    key, kind = EXPERIMENT_KIND
     experiment = mlflow_client.get_experiment_by_name(name)
     if experiment is not None:
+        if experiment.tags.get(key) != kind:  # created by an earlier version of the pipeline
+            mlflow_client.set_experiment_tag(experiment.experiment_id, key, kind)
         return experiment.experiment_id
     location = None
     if settings.tracking_is_local:
         location = (settings.state_dir / "artifacts" / name).as_uri()
-    return mlflow_client.create_experiment(name, artifact_location=location)
+    return mlflow_client.create_experiment(name, artifact_location=location, tags={key: kind})
+
+
+def source_tags() -> dict[str, str]:
+    """MLflow's own source and user tags: which deployment (or command) and which user ran this."""
+    import getpass
+
+    from mlflow.utils.mlflow_tags import MLFLOW_SOURCE_NAME, MLFLOW_SOURCE_TYPE, MLFLOW_USER
+    from prefect.runtime import deployment, flow_run
+
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry, as in some containers
+        user = "unknown"
+    deployed = deployment.name
+    return {
+        MLFLOW_SOURCE_NAME: f"prefect deployment {deployed}"
+        if deployed
+        else f"prefect flow {flow_run.flow_name}",
+        MLFLOW_SOURCE_TYPE: "JOB" if deployed else "LOCAL",
+        MLFLOW_USER: user,
+    }
 
 
 def this_process() -> str:
@@ -131,6 +163,7 @@ def start_run(
         PROCESS_TAG: this_process(),
         **({"git_commit": commit} if commit else {}),
         **{f"version.{k}": v for k, v in package_versions().items()},
+        **source_tags(),
         **tags,
     }
     run = mlflow_client.create_run(experiment_id, run_name=run_name, tags=lineage)
@@ -179,6 +212,79 @@ def log_values(
         log_json(mlflow_client, run_id, payload, artifact_file)
     for path in files or []:
         mlflow_client.log_artifact(run_id, str(path), files_dir)
+
+
+def dataset_source(data: DataConfig) -> tuple[str, str, str]:
+    """The dataset's name, MLflow source type and source JSON, credentials masked."""
+    location = redact_url(data.source)
+    if data.is_sql:
+        name = data.table or "query"
+        return (
+            name,
+            "sql",
+            json.dumps(
+                {"uri": location, "table": data.table, "query": data.query and redact_url(data.query)}
+            ),
+        )
+    name = data.member or Path(location.split("?")[0]).name or location
+    if location.startswith(("http://", "https://")):
+        return name, "http", json.dumps({"url": location})
+    return name, "local", json.dumps({"uri": Path(location).resolve().as_uri()})
+
+
+@task(name="log-training-data", **io_edge_options())
+def log_training_data(
+    settings: Settings, run_id: str, data: DataConfig, head: pd.DataFrame, rows: int, digest: str, target: str
+) -> None:
+    """Log the data read as the run's MLflow dataset input (context `training`).
+
+    The schema is inferred from the first rows only and the digest is the pipeline's own
+    fingerprint, so this stays cheap on any size; the profile counts every row.
+    """
+    from mlflow.data.pandas_dataset import from_pandas
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+    from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+    name, source_type, source = dataset_source(data)
+    sample = head.head(DATASET_SCHEMA_ROWS)
+    described = from_pandas(
+        sample, targets=target if target in sample else None, digest=digest[:16]
+    ).to_dict()
+    dataset = Dataset(
+        name=name,
+        digest=digest[:16],
+        source_type=source_type,
+        source=source,
+        schema=described.get("schema"),
+        profile=json.dumps({"num_rows": rows, "num_elements": rows * sample.shape[1]}),
+    )
+    context = InputTag(MLFLOW_DATASET_CONTEXT, "training")
+    client(settings).log_inputs(run_id, datasets=[DatasetInput(dataset, tags=[context])])
+
+
+@task(name="mlflow-links", **io_edge_options())
+def run_links(
+    settings: Settings,
+    run_id: str | None,
+    model_name: str | None = None,
+    version: str | None = None,
+    report: str | None = None,
+) -> dict[str, str]:
+    """Links into the MLflow UI: the run, the model version and an artifact of the run (`report`).
+
+    Empty without an MLflow UI (a local store: set RETRAIN_MLFLOW_UI_URL to the `mlflow ui` address).
+    """
+    if not settings.mlflow_ui_url or not run_id:
+        return {}
+    base = redact_url(settings.mlflow_ui_url)
+    experiment_id = client(settings).get_run(run_id).info.experiment_id
+    run_url = f"{base}/#/experiments/{experiment_id}/runs/{run_id}?{TRAINING_VIEW}"
+    links = {"MLflow run": run_url}
+    if model_name and version:
+        links[f"Model version {version}"] = f"{base}/#/models/{model_name}/versions/{version}?{TRAINING_VIEW}"
+    if report:
+        links["HTML report"] = f"{base}/get-artifact?path={report}&run_uuid={run_id}"
+    return links
 
 
 @task(name="log-trials", **io_edge_options())

@@ -61,6 +61,8 @@ def test_drifted_batch_raises_an_event_the_api_stores(trained, tmp_path: Path, m
     run = client.get_run(result.mlflow_run_id)
     experiment = client.get_experiment(run.info.experiment_id)
     assert experiment.name == f"{trained.name}-monitoring"
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"  # not GenAI evaluation
+    assert run.data.tags["mlflow.source.name"] == "prefect flow drift-check"
     assert run.data.tags["drift_detected"] == "true"
     assert run.data.metrics["drift_score.x1"] > 0.1
     names = {a.path for a in client.list_artifacts(result.mlflow_run_id, "drift")}
@@ -86,14 +88,29 @@ def test_batch_like_the_training_data_is_quiet(trained, tmp_path: Path) -> None:
     assert received_events(EVENT, f"retrain.model.{trained.name}", expect=False) == []
 
 
-def test_same_batch_twice_is_skipped(trained, tmp_path: Path) -> None:
+def test_same_batch_twice_is_skipped_and_says_so(trained, tmp_path: Path) -> None:
+    from prefect.client.schemas.filters import ArtifactFilterFlowRunId, LogFilter, LogFilterFlowRunId
+    from prefect.logging.handlers import APILogHandler
+
     batch = write(synthetic_frame(rows=300, seed=5), tmp_path / "batch.csv")
     first = drift_check_flow(trained, DataConfig(source=str(batch)))
-    second = drift_check_flow(trained, DataConfig(source=str(batch)))
+    state = drift_check_flow(trained, DataConfig(source=str(batch)), return_state=True)
+    second = state.result()
     assert first.skipped is False
     assert second.skipped is True and second.mlflow_run_id == first.mlflow_run_id
     assert "was checked in run" in second.reasons[0]
     assert second.drift_detected == first.drift_detected and second.reasons[1:] == first.reasons
+    # The skipped run's own trace in Prefect: a log line and its verdict artifact
+    APILogHandler().flush()  # send the buffered log records now
+    run_id = state.state_details.flow_run_id
+    with get_client(sync_client=True) as prefect:
+        artifacts = prefect.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run_id]))
+        )
+        logs = prefect.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])))
+    (verdict,) = [a for a in artifacts if a.key == f"{trained.name.lower()}-drift"]
+    assert "check skipped, batch already checked" in verdict.data and first.mlflow_run_id in verdict.data
+    assert any(second.reasons[0] == log.message for log in logs), [log.message for log in logs]
 
 
 def test_an_unfinished_check_of_the_batch_does_not_count(trained, mlflow_store: str, tmp_path: Path) -> None:
@@ -151,6 +168,11 @@ def test_alerts_within_the_cooldown_are_suppressed_and_shown(trained, tmp_path: 
             artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[f"{key}-drift"]))
         )
     assert any("alert suppressed" in str(a.data) for a in notes)
+    (suppressed,) = received_events("retrain.drift.suppressed", f"retrain.model.{trained.name}")
+    assert (
+        suppressed["payload"]["note"] == second.event_note
+        and suppressed["payload"]["reasons"] == second.reasons
+    )
 
 
 def test_cooldown_window() -> None:

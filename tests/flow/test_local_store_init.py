@@ -41,6 +41,6 @@ def test_processes_opening_a_fresh_sqlite_store_together_all_succeed(tmp_path: P
         for i in range(OPENERS)
     ]
     errors = [p.communicate(timeout=300)[1] for p in processes]
-    failed = [err[-1500:] for p, err in zip(processes, errors) if p.returncode != 0]
+    failed = [err[-1500:] for p, err in zip(processes, errors, strict=True) if p.returncode != 0]
     assert not failed, "opening the store failed:\n" + "\n---\n".join(failed)
     assert (tmp_path / ".retrain" / "locks" / "mlflow-store.lock").exists()

@@ -22,7 +22,7 @@ from prefect.client.schemas.filters import (
 )
 from prefect.client.schemas.objects import StateType
 
-from conftest import hourly_frame, make_config, synthetic_frame
+from conftest import hourly_frame, make_config, received_events, synthetic_frame
 from core.errors import DataError
 from flows.retrain import retrain_flow
 
@@ -77,7 +77,11 @@ def synth_csv(tmp_path: Path) -> Path:
     return write_csv(synthetic_frame(), tmp_path / "data" / "synthetic.csv")
 
 
-def test_first_run_promotes_and_records_lineage(mlflow_store: str, synth_csv: Path, tmp_path: Path) -> None:
+def test_first_run_promotes_and_records_lineage(
+    mlflow_store: str, synth_csv: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ui = "http://mlflow.example:5000"
+    monkeypatch.setenv("RETRAIN_MLFLOW_UI_URL", ui)
     config = fast_config(synth_csv)
     summary = retrain_flow(config)
 
@@ -115,9 +119,28 @@ def test_first_run_promotes_and_records_lineage(mlflow_store: str, synth_csv: Pa
     assert run.data.metrics["test.rmse"] == pytest.approx(summary.metrics["rmse"])
     assert run.data.metrics["baseline_test.rmse"] == pytest.approx(summary.baseline_metrics["rmse"])
     assert [r.info.run_id for r in parent_runs(mlflow_client, "test-model")] == [run.info.run_id]
+    # What the MLflow UI shows: a model-training experiment, the source and user, the training data
+    experiment_id = run.info.experiment_id
+    assert (
+        mlflow_client.get_experiment(experiment_id).tags["mlflow.experimentKind"]
+        == "custom_model_development"
+    )
+    assert tags["mlflow.source.name"] == "prefect flow retrain" and tags["mlflow.source.type"] == "LOCAL"
+    assert tags["mlflow.user"]
+    (training,) = run.inputs.dataset_inputs
+    assert [(t.key, t.value) for t in training.tags] == [("mlflow.data.context", "training")]
+    assert training.dataset.name == "synthetic.csv" and training.dataset.digest == tags["data_sha256"][:16]
+    assert json.loads(training.dataset.source) == {"uri": synth_csv.resolve().as_uri()}
+    assert json.loads(training.dataset.profile)["num_rows"] == 400
+    assert {c["name"] for c in json.loads(training.dataset.schema)["mlflow_colspec"]} == {
+        "day",
+        "x1",
+        "x2",
+        "color",
+        "y",
+    }
 
     # Nested trial runs: one per trial, all children of the parent run
-    experiment_id = run.info.experiment_id
     trials = mlflow_client.search_runs(
         [experiment_id], filter_string=f"tags.mlflow.parentRunId = '{run.info.run_id}'", max_results=1000
     )
@@ -182,6 +205,17 @@ def test_first_run_promotes_and_records_lineage(mlflow_store: str, synth_csv: Pa
     assert by_key["test-model-decision"].type == "markdown"
     assert "version 1: promoted to champion" in by_key["test-model-decision"].data
     assert summary.mlflow_run_id in by_key["test-model-decision"].data
+    # ... linking the MLflow run and the model version
+    run_url = f"{ui}/#/experiments/{experiment_id}/runs/{run.info.run_id}?workflowType=machine_learning"
+    assert f"[MLflow run]({run_url})" in by_key["test-model-decision"].data
+    version_url = f"{ui}/#/models/test-model/versions/1?workflowType=machine_learning"
+    assert f"[Model version 1]({version_url})" in by_key["test-model-decision"].data
+    assert by_key["test-model-mlflow-run"].data == f"[MLflow run]({run_url})"  # a link artifact
+    # The promotion is announced as a Prefect event (what notifications match)
+    promoted = received_events("retrain.model.promoted", "retrain.model.test-model")
+    assert any(
+        e["payload"]["reason"] == summary.decision and e["payload"]["version"] == "1" for e in promoted
+    )
 
 
 def test_classification_run_reports_classification_metrics(mlflow_store: str, tmp_path: Path) -> None:
@@ -232,6 +266,8 @@ def test_run_that_does_not_beat_champion_by_margin_keeps_it(mlflow_store: str, s
     assert mlflow_client.get_model_version("test-model", "1").tags["decision"] == "promoted"
     assert mlflow_client.get_run(second.mlflow_run_id).data.tags["decision"] == "rejected"
     assert "previous-champion" not in mlflow_client.get_registered_model("test-model").aliases
+    promoted = received_events("retrain.model.promoted", "retrain.model.test-model")
+    assert not [e for e in promoted if e["payload"]["reason"] == second.decision]
 
 
 def test_env_referenced_source_never_reaches_mlflow_or_prefect(

@@ -354,6 +354,10 @@ def _start_mlflow(stack: Stack, cleanup: ExitStack) -> subprocess.Popen:
             "127.0.0.1",
             "--port",
             str(port),
+            # One process: uvicorn's supervisor of MLflow's default 4 workers restarts them when
+            # they answer its pings late, which a loaded 2-core machine makes them do.
+            "--workers",
+            "1",
         ],
         stack.work / "mlflow-server.log",
         env=environment,

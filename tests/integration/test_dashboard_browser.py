@@ -92,10 +92,21 @@ def wait_for_text(driver: Any, *patterns: str, what: str) -> str:
     return page_text(driver)
 
 
-def test_prefect_ui_shows_the_completed_scheduled_run(stack: Stack, browser: Any) -> None:
+def prefect_login(stack: Stack, browser: Any, path: str, shown: str) -> None:
+    """Log in through the Prefect UI's form, redirected to `path`, which then shows `shown`."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
+    browser.get(f"{stack.prefect_url}/login?redirect={path}")
+    field = WebDriverWait(browser, WAIT_SECONDS).until(
+        lambda d: d.find_element(By.CSS_SELECTOR, "form input[type=password]")
+    )
+    field.send_keys(stack.prefect_auth)
+    browser.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
+    wait_for_text(browser, re.escape(shown), what="Prefect UI after login")
+
+
+def test_prefect_ui_shows_the_completed_scheduled_run(stack: Stack, browser: Any) -> None:
     run = stack.scheduled_run()
     assert run.state.is_completed()
     path = f"/runs/flow-run/{run.id}"
@@ -103,13 +114,7 @@ def test_prefect_ui_shows_the_completed_scheduled_run(stack: Stack, browser: Any
     browser.get(f"{stack.prefect_url}{path}")
     text = wait_for_text(browser, r"Authentication failed", what="Prefect UI before login")
     assert run.name not in text
-    browser.get(f"{stack.prefect_url}/login?redirect={path}")
-    field = WebDriverWait(browser, WAIT_SECONDS).until(
-        lambda d: d.find_element(By.CSS_SELECTOR, "form input[type=password]")
-    )
-    field.send_keys(stack.prefect_auth)
-    browser.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
-    wait_for_text(browser, re.escape(run.name), what="Prefect UI after login")
+    prefect_login(stack, browser, path, run.name)
     stored = browser.execute_script("return window.localStorage.getItem('prefect-password')")
     assert base64.b64decode(stored).decode() == stack.prefect_auth
     # A fresh load of the page, logged in: no leftovers of the pre-login requests.
@@ -132,9 +137,7 @@ def test_mlflow_ui_shows_the_model_and_its_champion_alias(stack: Stack, browser:
 
     with stack.mlflow() as client:
         champion = client.get_model_version_by_alias(stack.name, "champion")
-    header = basic_auth_header(f"{stack.mlflow_user}:{stack.mlflow_password}")
-    browser.execute_cdp_cmd("Network.enable", {})
-    browser.execute_cdp_cmd("Network.setExtraHTTPHeaders", {"headers": header})
+    mlflow_login(stack, browser)
     browser.get(f"{stack.mlflow_url}/#/models/{stack.name}")
     text = wait_for_text(
         browser,
@@ -151,8 +154,77 @@ def test_mlflow_ui_shows_the_model_and_its_champion_alias(stack: Stack, browser:
     assert [label for label, row in rows.items() if re.search(r"@\s*champion\b", row)] == [
         f"Version {champion.version}"
     ]
-    # The assistant side panel covers part of the page: close it when it is there.
-    for button in browser.find_elements(By.CSS_SELECTOR, "button[aria-label='Close']"):
-        button.click()
+    close_side_panels(browser)
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     assert browser.save_screenshot(str(SCREENSHOTS / "mlflow-model.png"))
+
+
+def mlflow_login(stack: Stack, browser: Any) -> None:
+    """Send the MLflow admin's Basic header with every request of the browser."""
+    header = basic_auth_header(f"{stack.mlflow_user}:{stack.mlflow_password}")
+    browser.execute_cdp_cmd("Network.enable", {})
+    browser.execute_cdp_cmd("Network.setExtraHTTPHeaders", {"headers": header})
+
+
+def close_side_panels(browser: Any) -> None:
+    """Close the assistant side panel, which covers part of the page, when it is there."""
+    from selenium.webdriver.common.by import By
+
+    for button in browser.find_elements(By.CSS_SELECTOR, "button[aria-label='Close']"):
+        if button.is_displayed():
+            button.click()
+
+
+def test_mlflow_ui_opens_the_experiment_on_model_training_with_source_user_and_dataset(
+    stack: Stack, browser: Any
+) -> None:
+    with stack.mlflow() as client:
+        experiment = client.get_experiment_by_name(stack.name)
+        runs = client.search_runs([experiment.experiment_id], "tags.prefect_flow_run_id != ''")
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    assert all(run.data.tags["mlflow.source.name"] and run.inputs.dataset_inputs for run in runs)
+    mlflow_login(stack, browser)
+    # The link the pipeline's Prefect artifacts use: the model-training view, not GenAI's overview.
+    browser.get(
+        f"{stack.mlflow_url}/#/experiments/{experiment.experiment_id}/runs?workflowType=machine_learning"
+    )
+    text = wait_for_text(
+        browser,
+        r"retrain-" + re.escape(stack.name),
+        r"Dataset",
+        r"prefect flow retrain",
+        what="MLflow experiment runs",
+    )
+    # The training data as a dataset input (name, digest, context) and the source tag in the table
+    (champion_run,) = [run for run in runs if run.info.run_id == stack.champion["mlflow_run_id"]]
+    digest = champion_run.inputs.dataset_inputs[0].dataset.digest
+    assert re.search(rf"y2011\.csv \({digest}\)\s+Training", text), text[:3000]
+    assert "Model training" in text and "Evaluation runs" not in text
+    close_side_panels(browser)
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    assert browser.save_screenshot(str(SCREENSHOTS / "mlflow-experiment.png"))
+
+
+def test_prefect_ui_shows_the_decision_with_mlflow_links(stack: Stack, browser: Any) -> None:
+    from selenium.webdriver.common.by import By
+
+    run = stack.scheduled_run()
+    with stack.prefect() as client:
+        artifacts = client.read_artifacts()
+    decision = [a for a in artifacts if a.flow_run_id == run.id and a.key == f"{stack.name}-decision"]
+    assert decision and f"[MLflow run]({stack.mlflow_url}/#/experiments/" in decision[0].data
+    prefect_login(stack, browser, f"/runs/flow-run/{run.id}", run.name)
+    browser.get(f"{stack.prefect_url}/artifacts/artifact/{decision[0].id}")
+    wait_for_text(
+        browser,
+        r"MLflow run",
+        r"Model version \d+",
+        r"version \d+: (promoted to champion|not promoted)",
+        what="decision artifact",
+    )
+    links = [
+        a.get_attribute("href") for a in browser.find_elements(By.CSS_SELECTOR, "a[href*='workflowType']")
+    ]
+    assert any("/runs/" in link for link in links) and any("/models/" in link for link in links), links
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    assert browser.save_screenshot(str(SCREENSHOTS / "prefect-artifacts.png"))

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from core.config import CANDIDATES, CandidateConfig, expand_env, load_config, parse_config
+from core.config import CANDIDATES, NOTIFY_EVENTS, CandidateConfig, expand_env, load_config, parse_config
 from core.errors import BadInputError, ConfigError
 from core.secrets import redact_url
 
@@ -326,3 +327,27 @@ def test_bundled_bike_sharing_config_loads() -> None:
     assert config.features.numeric is None
     assert config.metric.name == "rmse" and config.metric.direction == "minimize"
     assert tuple(config.candidates) == CANDIDATES["regression"]
+
+
+def test_notify_defaults_to_every_event_and_masks_a_literal_url() -> None:
+    config = parse_config(minimal(notify={"webhook_url": "https://hooks.example.com/T0/secret-path"}))
+    assert config.notify.events == list(NOTIFY_EVENTS)
+    assert config.redacted()["notify"]["webhook_url"] == "https://hooks.example.com/***"
+    placeholder = parse_config(minimal(notify={"webhook_url": "${HOOK}", "events": ["promoted"] * 2}))
+    assert placeholder.redacted()["notify"] == {"webhook_url": "${HOOK}", "events": ["promoted"]}
+    # Where notifications go is not part of what a model is: the config's fingerprint ignores it.
+    assert config.fingerprint() == placeholder.fingerprint() == parse_config(minimal()).fingerprint()
+
+
+@pytest.mark.parametrize(
+    ("notify", "named"),
+    [
+        ({"webhook_url": "${HOOK}", "events": ["drift"]}, "notify.events.0"),
+        ({"webhook_url": "ftp://h/x"}, "notify.webhook_url"),
+        ({"webhook_url": "${HOOK}", "events": []}, "notify.events"),
+        ({"url": "${HOOK}"}, "notify.url"),
+    ],
+)
+def test_bad_notify_settings_are_named(notify: dict[str, Any], named: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(named)):
+        parse_config(minimal(notify=notify))

@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from core.secrets import mask, redact_url, secret_values, url_passwords
+from core.secrets import mask, redact_url, redact_webhook, secret_values, url_passwords, webhook_secrets
 from tasks.redaction import MaskSecrets
 
 
@@ -49,3 +49,32 @@ def test_filter_masks_message_arguments_and_traceback() -> None:
     assert masking.filter(record)
     assert record.getMessage() == "login ***"
     assert "hunter22" not in record.exc_text and "bad password ***" in record.exc_text
+
+
+@pytest.mark.parametrize(
+    ("url", "shown", "secret"),
+    [
+        (
+            "https://hooks.slack.com/services/T0/B0/xyz",
+            "https://hooks.slack.com/***",
+            ["/services/T0/B0/xyz"],
+        ),
+        ("http://u:pw@127.0.0.1:8000/hook?token=abc", "http://u:***@127.0.0.1:8000/***", ["/hook?token=abc"]),
+        ("https://alerts.example.com/", "https://alerts.example.com/", []),
+        ("${HOOK_URL}", "${HOOK_URL}", []),
+    ],
+)
+def test_a_webhook_shows_only_its_host(url: str, shown: str, secret: list[str]) -> None:
+    assert redact_webhook(url) == shown
+    assert webhook_secrets(url) == secret
+
+
+def test_the_expanded_webhook_token_is_masked_in_logs(monkeypatch: pytest.MonkeyPatch) -> None:
+    from conftest import make_config
+    from tasks.redaction import known_secrets
+
+    monkeypatch.setenv("HOOK_URL", "https://hooks.example.com/T0/planted-token")
+    config = make_config("x.csv", notify={"webhook_url": "${HOOK_URL}"})
+    secrets = known_secrets(config)
+    assert mask("POST https://hooks.example.com/T0/planted-token failed", secrets) == "POST *** failed"
+    assert mask("token /T0/planted-token", secrets) == "token ***"
