@@ -235,15 +235,17 @@ def evidently_report(
     )
 
 
-def rows_after(frame: pd.DataFrame, time_column: str | None, trained_until: str | None) -> pd.DataFrame:
+def rows_after(
+    frame: pd.DataFrame, time_column: str | None, trained_until: str | None, allow_empty: bool = False
+) -> pd.DataFrame:
     """Rows newer than the champion's training window.
 
     A time column with a UTC offset and a naive `trained_until` (or the reverse) compare with the
-    naive one taken as UTC.
+    naive one taken as UTC. `allow_empty` is for one record batch of a streamed source.
 
     Raises:
-        DataError: Nothing is newer, the source has no time column to tell, or its dates mix
-            values with and without a UTC offset.
+        DataError: Nothing is newer (unless `allow_empty`), the source has no time column to tell,
+            or its dates mix values with and without a UTC offset.
     """
     if not time_column or not trained_until:
         raise DataError(
@@ -255,12 +257,36 @@ def rows_after(frame: pd.DataFrame, time_column: str | None, trained_until: str 
     if problem:
         raise DataError(f"The time column '{time_column}' {problem}", "Fix the dates in the data source.")
     newer = frame[times > aligned(pd.Timestamp(trained_until), times)]
-    if newer.empty:
-        raise DataError(
-            f"The data source has no rows after the champion's training window (ends {trained_until})",
-            "Wait for new data or pass a batch with --current.",
-        )
+    if newer.empty and not allow_empty:
+        raise no_newer_rows(trained_until)
     return newer
+
+
+def no_newer_rows(trained_until: str | None) -> DataError:
+    """The bad input of a source with no rows after the champion's training window."""
+    return DataError(
+        f"The data source has no rows after the champion's training window (ends {trained_until})",
+        "Wait for new data or pass a batch with --current.",
+    )
+
+
+def summary_kinds(schema: DataSchema, task_kind: str) -> dict[str, str]:
+    """The columns a reference summary covers: every feature and the target, with their kinds."""
+    target = "numeric" if task_kind == "regression" else "categorical"
+    return dict(feature_kinds(schema)) | {schema.target: target}
+
+
+def summarised_target(
+    reference: dict[str, ColumnSummary], current: dict[str, ColumnSummary], schema: DataSchema
+) -> ColumnDrift | None:
+    """Drift of the target from summaries, when the streamed batch has labels."""
+    if (
+        schema.target not in reference
+        or current.get(schema.target) is None
+        or not current[schema.target].rows
+    ):
+        return None
+    return summary_drift(schema.target, reference[schema.target], current[schema.target], None, None)
 
 
 def columns_table(columns: list[ColumnDrift]) -> list[dict[str, Any]]:

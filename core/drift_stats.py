@@ -91,8 +91,10 @@ def wasserstein_sorted(reference: np.ndarray, current: np.ndarray) -> float:
     ref_values, ref_cdf = sorted_cdf(reference)
     cur_values, cur_cdf = sorted_cdf(current)
     values = np.concatenate([ref_values, cur_values])
-    at_ref = np.concatenate([ref_cdf, np.concatenate([[0.0], ref_cdf])[np.searchsorted(ref_values, cur_values, "right")]])
-    at_cur = np.concatenate([np.concatenate([[0.0], cur_cdf])[np.searchsorted(cur_values, ref_values, "right")], cur_cdf])
+    ref_below = np.concatenate([[0.0], ref_cdf])[np.searchsorted(ref_values, cur_values, "right")]
+    cur_below = np.concatenate([[0.0], cur_cdf])[np.searchsorted(cur_values, ref_values, "right")]
+    at_ref = np.concatenate([ref_cdf, ref_below])
+    at_cur = np.concatenate([cur_below, cur_cdf])
     order = np.argsort(values, kind="stable")  # timsort: two sorted runs merge in linear time
     values, at_ref, at_cur = values[order], at_ref[order], at_cur[order]
     return float(np.sum(np.abs(at_ref[:-1] - at_cur[:-1]) * np.diff(values)))
@@ -159,7 +161,7 @@ def z_pvalue(keys: list[Any], reference: np.ndarray, current: np.ndarray) -> flo
 def value_counts(values: pd.Series) -> dict[Any, int]:
     """Exact counts of each present value."""
     counts = values.value_counts(sort=False)
-    return {key: count for key, count in zip(counts.index.tolist(), counts.tolist()) if count}
+    return {key: count for key, count in zip(counts.index.tolist(), counts.tolist(), strict=True) if count}
 
 
 def aligned_counts(reference: dict[Any, int], current: dict[Any, int]) -> tuple[list, np.ndarray, np.ndarray]:
@@ -223,7 +225,9 @@ def exact_test(
             from scipy.stats import ks_2samp
 
             score = float(ks_2samp(ref, cur)[1])
-        elif method == "jensenshannon" and distinct_sorted(ref, ref[:0], BINNED_BY_VALUE + 1) > BINNED_BY_VALUE:
+        elif (
+            method == "jensenshannon" and distinct_sorted(ref, ref[:0], BINNED_BY_VALUE + 1) > BINNED_BY_VALUE
+        ):  # noqa: E501
             score = sturges_jensenshannon(ref, cur)
         else:
             score = count_test(method, sorted_counts(ref), sorted_counts(cur))
@@ -253,7 +257,7 @@ def sorted_counts(values: np.ndarray) -> dict[float, int]:
     """Exact counts of a sorted float array's values."""
     starts = np.flatnonzero(np.diff(values, prepend=np.nan) != 0) if values.size else values[:0].astype(int)
     counts = np.diff(np.append(starts, values.size))
-    return dict(zip(values[starts].tolist(), counts.tolist()))
+    return dict(zip(values[starts].tolist(), counts.tolist(), strict=True))
 
 
 def evidently_test(
@@ -524,3 +528,78 @@ def weighted_wasserstein(values: np.ndarray, reference: dict, current: dict) -> 
     cur = np.array([current.get(v, 0) for v in values.tolist()], dtype="float64")
     cdf = np.cumsum(ref)[:-1] / ref.sum() - np.cumsum(cur)[:-1] / cur.sum()
     return float(np.sum(np.abs(cdf) * np.diff(values)))
+
+
+# --------------------------------------------------------------------------- streams
+
+
+class BoundedSample:
+    """A uniform sample of at most `rows` rows of a stream of frames, in the order they came.
+
+    Each row draws a seeded random key; the sample is the rows with the smallest keys so far, so it
+    never holds more than `rows` rows plus one record batch.
+    """
+
+    def __init__(self, rows: int, seed: int) -> None:
+        self.rows = rows
+        self._random = np.random.default_rng(seed)
+        self._held: pd.DataFrame | None = None
+        self._seen = 0
+
+    def add(self, frame: pd.DataFrame) -> None:
+        """Offer one record batch's rows to the sample."""
+        keyed = frame.reset_index(drop=True).assign(
+            _key=self._random.random(len(frame)), _order=np.arange(self._seen, self._seen + len(frame))
+        )
+        self._seen += len(frame)
+        held = keyed if self._held is None else pd.concat([self._held, keyed], ignore_index=True)
+        self._held = held.nsmallest(self.rows, "_key") if len(held) > self.rows else held
+
+    def frame(self) -> pd.DataFrame:
+        """The sampled rows in arrival order."""
+        if self._held is None:
+            return pd.DataFrame()
+        return self._held.sort_values("_order").drop(columns=["_key", "_order"]).reset_index(drop=True)
+
+
+@dataclass(frozen=True)
+class StreamedBatch:
+    """What a streamed batch leaves: column summaries, a bounded sample, its size and fingerprint."""
+
+    summaries: dict[str, ColumnSummary]
+    sample: pd.DataFrame
+    rows: int
+    sha256: str
+
+
+def summarise_stream(
+    chunks: Iterable[pd.DataFrame],
+    check: Callable[[pd.DataFrame], pd.DataFrame],
+    reference: dict[str, ColumnSummary],
+    sample_rows: int,
+    seed: int,
+) -> StreamedBatch:
+    """Summaries of every record batch `check` keeps and types, on the reference's grids.
+
+    Args:
+        chunks: The raw record batches, as read.
+        check: Selects and validates one raw record batch (it may raise bad input).
+        reference: The reference's summaries (their columns are the ones summarised).
+        sample_rows: Rows kept as a uniform sample (report and performance).
+        seed: Seed of the sample.
+    """
+    import hashlib
+
+    summaries = empty_like(reference)
+    sample = BoundedSample(sample_rows, seed)
+    digest = hashlib.sha256()
+    rows = 0
+    for chunk in chunks:
+        typed = check(chunk)
+        if typed.empty:
+            continue
+        digest.update(pd.util.hash_pandas_object(typed, index=False).to_numpy().tobytes())
+        add_batch(summaries, typed)
+        sample.add(typed)
+        rows += len(typed)
+    return StreamedBatch(summaries, sample.frame(), rows, digest.hexdigest())
