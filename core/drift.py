@@ -16,7 +16,17 @@ import numpy as np
 import pandas as pd
 
 from core.config import DriftConfig
-from core.drift_stats import ColumnSummary, TestResult, exact_test, finite_values, in_threads, summary_test
+from core.drift_stats import (
+    BINNED_BY_VALUE,
+    LARGE_REFERENCE,
+    STREAMABLE,
+    ColumnSummary,
+    StatResult,
+    exact_test,
+    finite_values,
+    in_threads,
+    summary_test,
+)
 from core.errors import DataError
 from core.validation import DataSchema, aligned, parse_times
 
@@ -40,7 +50,7 @@ class ColumnDrift:
     borderline: bool = False
 
     @classmethod
-    def of(cls, column: str, kind: str, result: TestResult) -> ColumnDrift:
+    def of(cls, column: str, kind: str, result: StatResult) -> ColumnDrift:
         """The column's record of a test result (a borderline one is not counted as drifted)."""
         borderline = result.borderline
         return cls(
@@ -268,6 +278,25 @@ def no_newer_rows(trained_until: str | None) -> DataError:
         f"The data source has no rows after the champion's training window (ends {trained_until})",
         "Wait for new data or pass a batch with --current.",
     )
+
+
+def streamable(reference: pd.DataFrame, schema: DataSchema, drift: DriftConfig) -> bool:
+    """Whether every feature's test can run on summaries of a streamed batch.
+
+    Evidently's defaults can with a reference of more than 1,000 rows (distances); of the configured
+    methods, Wasserstein, and Jensen-Shannon, chi-square and Z on value counts can.
+    """
+    if len(reference) <= LARGE_REFERENCE:
+        return False
+    for column, kind in feature_kinds(schema):
+        method = drift.per_column_method.get(column, drift.method)
+        if method is not None and method not in STREAMABLE:
+            return False
+        if method in {"chisquare", "z"} and kind == "numeric":
+            return False  # exact counts of a batch's numeric values are kept only while they are few
+        if method == "jensenshannon" and kind == "numeric" and reference[column].nunique() > BINNED_BY_VALUE:
+            return False
+    return True
 
 
 def summary_kinds(schema: DataSchema, task_kind: str) -> dict[str, str]:

@@ -115,8 +115,8 @@ def sorted_float64(values: pd.Series) -> np.ndarray:
     return np.sort(array, kind="stable" if small_integer else None).astype("float64")
 
 
-def wasserstein_norm(reference: np.ndarray, distance: float) -> float:
-    """Evidently's norm: the reference's standard deviation, at least 0.001."""
+def wasserstein_norm(reference: pd.Series, distance: float) -> float:
+    """Evidently's norm: the reference's standard deviation (in its own type), at least 0.001."""
     return distance / max(float(np.std(reference)), 0.001)
 
 
@@ -191,7 +191,7 @@ def sturges_jensenshannon(reference: np.ndarray, current: np.ndarray) -> float:
 
 
 @dataclass(frozen=True)
-class TestResult:
+class StatResult:
     """One column's test: method, score, threshold, decision and the score's error bound."""
 
     method: str
@@ -208,7 +208,7 @@ class TestResult:
 
 def exact_test(
     reference: pd.Series, current: pd.Series, kind: str, method: str | None, threshold: float | None
-) -> TestResult:
+) -> StatResult:
     """Evidently's test of one column on finite values (its default choice when `method` is None).
 
     Methods other than wasserstein, jensenshannon, ks, chisquare and z are run by Evidently itself.
@@ -220,7 +220,7 @@ def exact_test(
         if method is None:
             method = default_method(ref.size, distinct_sorted(ref, cur, FEW_VALUES + 1), kind)
         if method == "wasserstein":
-            score = wasserstein_norm(ref, wasserstein_sorted(ref, cur))
+            score = wasserstein_norm(reference, wasserstein_sorted(ref, cur))
         elif method == "ks":
             from scipy.stats import ks_2samp
 
@@ -239,7 +239,7 @@ def exact_test(
             return evidently_test(reference, current, kind, method, threshold)
         score = count_test(method, value_counts(reference), value_counts(current))
     actual = THRESHOLDS[method] if threshold is None else threshold
-    return TestResult(method, score, actual, drifted(method, score, actual))
+    return StatResult(method, score, actual, drifted(method, score, actual))
 
 
 def distinct_sorted(reference: np.ndarray, current: np.ndarray, enough: int) -> int:
@@ -262,7 +262,7 @@ def sorted_counts(values: np.ndarray) -> dict[float, int]:
 
 def evidently_test(
     reference: pd.Series, current: pd.Series, kind: str, method: str | None, threshold: float | None
-) -> TestResult:
+) -> StatResult:
     """Any other test, run by Evidently's own registry."""
     from evidently.legacy.calculations.stattests.registry import get_stattest
     from evidently.legacy.core import ColumnType
@@ -270,7 +270,7 @@ def evidently_test(
     column_type = ColumnType.Numerical if kind == "numeric" else ColumnType.Categorical
     stattest = get_stattest(reference, current, column_type, method)
     result = stattest(reference, current, column_type, threshold)
-    return TestResult(
+    return StatResult(
         stattest.name, float(result.drift_score), float(result.actual_threshold), bool(result.drifted)
     )
 
@@ -441,7 +441,7 @@ def reference_summary(values: pd.Series, kind: str) -> ColumnSummary:
         return ColumnSummary.empty(kind, None).add(values)
     array = values.to_numpy(dtype="float64")
     summary = ColumnSummary.empty(kind, Grid.for_reference(array)).add(values)
-    summary.std = float(np.std(array)) if array.size else 0.0
+    summary.std = float(np.std(values)) if array.size else 0.0  # in the column's type, as Evidently
     return summary
 
 
@@ -484,7 +484,7 @@ def grid_wasserstein(reference: ColumnSummary, current: ColumnSummary) -> float:
 
 def summary_test(
     reference: ColumnSummary, current: ColumnSummary, method: str | None, threshold: float | None
-) -> TestResult:
+) -> StatResult:
     """A column's test from summaries: exact for counts, within `error_bound` for Wasserstein.
 
     Raises:
@@ -519,7 +519,7 @@ def summary_test(
     else:
         raise ValueError(f"the {method} test needs exact counts of the batch's values")
     actual = THRESHOLDS[method] if threshold is None else threshold
-    return TestResult(method, score, actual, drifted(method, score, actual), bound)
+    return StatResult(method, score, actual, drifted(method, score, actual), bound)
 
 
 def weighted_wasserstein(values: np.ndarray, reference: dict, current: dict) -> float:

@@ -361,8 +361,12 @@ def iter_file_batches(
                 include_columns=selected,
                 column_types={c: arrow_type(types[c]) for c in selected if c in types},
             )
-            # A block of about `rows` rows; the reader holds one block at a time.
-            block = max(1 << 20, int(path.stat().st_size / max(1, estimated_rows(path)) * rows))
+            # A block of about `rows` rows (and of several of the longest lines seen at the start).
+            with path.open("rb") as handle:
+                head = handle.read(SNIFF_LINE_BYTES)
+            longest = max((len(line) for line in head.split(b"\n")), default=0)
+            mean = len(head) / max(1, head.count(b"\n"))
+            block = max(1 << 14, 4 * longest, int(mean * rows))
             batches = pa_csv.open_csv(
                 path, read_options=pa_csv.ReadOptions(block_size=block), convert_options=convert
             )

@@ -9,7 +9,7 @@ import pandas as pd
 from prefect import flow
 
 from core.config import DataConfig, PipelineConfig
-from core.drift import columns_table, summary_kinds
+from core.drift import columns_table, streamable, summary_kinds
 from core.drift_stats import ColumnSummary
 from core.results import DriftSummary
 from core.tables import columns_to_read, fingerprint
@@ -55,7 +55,7 @@ def drift_check_flow(config: PipelineConfig, current: DataConfig | None = None) 
 
     # The batch, with the same checks as training (target optional); a large one streamed
     given = current is not None
-    if streams(current or config.data):
+    if streamable(reference, schema, config.drift) and streams(current or config.data):
         batch, data_sha256, batch_rows, streamed = read_streamed(
             current or config.data, config, champion, reference, schema, settings, given
         )

@@ -343,7 +343,7 @@ def iter_source_batches(
                 for chunk in pd.read_sql(sa.text(query), connection, chunksize=STREAM_BATCH_ROWS):
                     yield chunk[[c for c in chunk.columns if c in set(columns)]]
         else:
-            yield from iter_file_batches(local_path(data), columns, types)
+            yield from iter_file_batches(local_path(data), columns, types, STREAM_BATCH_ROWS)
     except BadInputError as exc:
         raise type(exc)([mask(p, secrets) for p in exc.problems], mask(exc.fix, secrets)) from None
     except Exception as exc:  # noqa: BLE001 - any failure may quote the expanded source

@@ -56,9 +56,7 @@ def champion(bike_csv: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[
     patch.chdir(root)
     patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
     try:
-        config = bike_config(
-            bike_csv, candidates={"hist_gradient_boosting": {"params": {"max_iter": 100}}}
-        )
+        config = bike_config(bike_csv, candidates={"hist_gradient_boosting": {"params": {"max_iter": 100}}})
         assert retrain_flow(config).promoted
     finally:
         patch.undo()

@@ -222,7 +222,8 @@ def test_env_placeholder_stays_unexpanded_in_loaded_config(
     assert "hunter2-secret" not in str(config.redacted())
     # expanding is done only where used
     assert (
-        expand_env(config.data.source, os.environ) == "postgresql+psycopg2://reader:hunter2-secret@db.example:5432/sales"
+        expand_env(config.data.source, os.environ)
+        == "postgresql+psycopg2://reader:hunter2-secret@db.example:5432/sales"
     )
 
 
