@@ -54,14 +54,9 @@ def drift_check_flow(config: PipelineConfig, current: DataConfig | None = None) 
     schema = champion.input_schema(config.target, config.time_column)
 
     # The batch, with the same checks as training (target optional); a large one streamed
-    given = current is not None
-    if streamable(reference, schema, config.drift) and streams(current or config.data):
-        batch, data_sha256, batch_rows, streamed = read_streamed(
-            current or config.data, config, champion, reference, schema, settings, given
-        )
-    else:
-        batch, data_sha256 = read_batch(current or config.data, config, champion, settings, given)
-        batch_rows, streamed = len(batch), None
+    batch, data_sha256, batch_rows, streamed = read_checked_batch(
+        current, config, champion, reference, schema, settings
+    )
     history = drift_history(settings, config, data_sha256)
     # Alerts a crash left recorded but unsent go out first, under their recorded ids
     for unsent in history.unsent_alerts:
@@ -97,6 +92,26 @@ def drift_check_flow(config: PipelineConfig, current: DataConfig | None = None) 
     summary = replace(summary, mlflow_run_id=run_id, event_emitted=sent, event_note=note)
     publish_drift_summary(config, summary)
     return summary
+
+
+def read_checked_batch(
+    current: DataConfig | None,
+    config: PipelineConfig,
+    champion: ChampionInfo,
+    reference: pd.DataFrame,
+    schema: DataSchema,
+    settings: Settings,
+) -> tuple[pd.DataFrame, str, int, tuple[dict[str, ColumnSummary], dict[str, ColumnSummary]] | None]:
+    """The batch to test (whole, or a streamed one's sample), its fingerprint, rows and summaries.
+
+    A batch of more than `tasks.ingest.STREAM_ABOVE_ROWS` rows is streamed when every feature's
+    test can run on summaries (`core.drift.streamable`).
+    """
+    source, given = current or config.data, current is not None
+    if streamable(reference, schema, config.drift) and streams(source):
+        return read_streamed(source, config, champion, reference, schema, settings, given)
+    batch, data_sha256 = read_batch(source, config, champion, settings, given)
+    return batch, data_sha256, len(batch), None
 
 
 def read_batch(

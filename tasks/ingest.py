@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pandas as pd
 from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
 from prefect.exceptions import MissingContextError
 
 from core.config import DataConfig, expand_env
@@ -285,19 +286,19 @@ def source_rows(data: DataConfig) -> int | None:
         with _sql_connection(data) as (connection, query):
             return int(connection.execute(sa.text(f"SELECT COUNT(*) FROM ({query}) AS counted")).scalar())
     path = local_path(data)
-    try:
-        return estimated_rows(path) if path is not None else None
-    except Exception:  # noqa: BLE001 - an unreadable file is read whole, and reported there
-        return None
+    return estimated_rows(path) if path is not None else None
 
 
+@task(name="size-batch", cache_policy=NO_CACHE)
 def streams(data: DataConfig) -> bool:
-    """Whether the drift check streams this source: a local file or SQL query of many rows."""
-    secrets = secret_values(f"{data.source} {data.query or ''}", os.environ)
+    """Whether the drift check streams this source: a local file or SQL query of many rows.
+
+    A source that cannot be sized is read whole, which reports what is wrong with it.
+    """
     try:
         rows = source_rows(data)
-    except Exception as exc:  # noqa: BLE001 - any failure may quote the expanded source
-        raise SourceReadError(mask(f"{type(exc).__name__}: {exc}", secrets)) from None
+    except Exception:  # noqa: BLE001 - reported by the whole read
+        return False
     return rows is not None and rows > STREAM_ABOVE_ROWS
 
 
