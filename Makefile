@@ -31,6 +31,7 @@ test-fast: install
 bench: install
 	$(BIN)/python benchmarks/overhead.py
 	$(BIN)/python benchmarks/drift.py
+	$(BIN)/python benchmarks/drift_scale.py
 	$(BIN)/python benchmarks/trigger_latency.py
 	$(BIN)/python benchmarks/scale.py
 	$(BIN)/python benchmarks/dask_tuning.py

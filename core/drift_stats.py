@@ -86,17 +86,16 @@ def wasserstein_sorted(reference: np.ndarray, current: np.ndarray) -> float:
     """W1 of two sorted float64 samples: scipy's integral of |F_ref - F_cur| over merged breakpoints.
 
     Each sample is first reduced to its distinct values and cumulative shares (linear, on sorted
-    data), so a discrete column costs its distinct values, and the two runs merge in linear time.
+    data), so a discrete column costs its distinct values; the reference's values are then inserted
+    into the batch's at their sorted positions (linear, no second sort).
     """
     ref_values, ref_cdf = sorted_cdf(reference)
     cur_values, cur_cdf = sorted_cdf(current)
-    values = np.concatenate([ref_values, cur_values])
-    ref_below = np.concatenate([[0.0], ref_cdf])[np.searchsorted(ref_values, cur_values, "right")]
-    cur_below = np.concatenate([[0.0], cur_cdf])[np.searchsorted(cur_values, ref_values, "right")]
-    at_ref = np.concatenate([ref_cdf, ref_below])
-    at_cur = np.concatenate([cur_below, cur_cdf])
-    order = np.argsort(values, kind="stable")  # timsort: two sorted runs merge in linear time
-    values, at_ref, at_cur = values[order], at_ref[order], at_cur[order]
+    position = np.searchsorted(cur_values, ref_values, "right")
+    values = np.insert(cur_values, position, ref_values)
+    at_cur = np.insert(cur_cdf, position, np.concatenate([[0.0], cur_cdf])[position])
+    ref_at_cur = np.concatenate([[0.0], ref_cdf])[np.searchsorted(ref_values, cur_values, "right")]
+    at_ref = np.insert(ref_at_cur, position, ref_cdf)
     return float(np.sum(np.abs(at_ref[:-1] - at_cur[:-1]) * np.diff(values)))
 
 
