@@ -551,6 +551,8 @@ class BoundedSample:
             _key=self._random.random(len(frame)), _order=np.arange(self._seen, self._seen + len(frame))
         )
         self._seen += len(frame)
+        if self._held is not None and len(self._held) >= self.rows:
+            keyed = keyed[keyed["_key"] < self._held["_key"].max()]  # only these can enter
         held = keyed if self._held is None else pd.concat([self._held, keyed], ignore_index=True)
         self._held = held.nsmallest(self.rows, "_key") if len(held) > self.rows else held
 

@@ -356,7 +356,7 @@ def iter_file_batches(
             # Parquet decodes a whole row group at once; without pre-buffering and with a small read
             # buffer that group is all it holds (pre-buffering added about 400 MB on 1M-row groups).
             opened = pq.ParquetFile(path, pre_buffer=False, buffer_size=1 << 20)
-            batches = opened.iter_batches(batch_size=rows, columns=selected)
+            batches = opened.iter_batches(batch_size=rows, columns=selected, use_threads=False)
         else:
             import pyarrow.csv as pa_csv
 
