@@ -36,6 +36,7 @@ bench: install
 	$(BIN)/python benchmarks/overhead.py
 	$(BIN)/python benchmarks/startup.py
 	$(BIN)/python benchmarks/drift.py
+	$(BIN)/python benchmarks/drift_scale.py
 	$(BIN)/python benchmarks/trigger_latency.py
 	$(BIN)/python benchmarks/scale.py
 	$(BIN)/python benchmarks/dask_tuning.py

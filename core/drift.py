@@ -1,8 +1,9 @@
 """The drift rules: per-column tests of a batch against the champion's reference, and the verdict.
 
-The verdict runs Evidently's own per-column statistical tests (the ones `DataDriftPreset` picks)
-on the complete batch; they are vectorised and fast. The HTML report, whose cost grows faster than
-linearly with rows, is drawn from a time-stratified sample of `drift.report_rows` rows.
+The verdict runs Evidently's per-column statistical tests (the ones `DataDriftPreset` picks,
+reproduced in NumPy by `core.drift_stats`) on the complete batch, or on its mergeable summaries when
+the batch is streamed. The HTML report, whose cost grows faster than linearly with rows, is drawn
+from a time-stratified sample of `drift.report_rows` rows.
 """
 
 from __future__ import annotations
@@ -15,13 +16,30 @@ import numpy as np
 import pandas as pd
 
 from core.config import DriftConfig
+from core.drift_stats import (
+    BINNED_BY_VALUE,
+    LARGE_REFERENCE,
+    STREAMABLE,
+    ColumnSummary,
+    StatResult,
+    exact_test,
+    finite_values,
+    in_threads,
+    summary_test,
+)
 from core.errors import DataError
 from core.validation import DataSchema, aligned, parse_times
 
 
 @dataclass(frozen=True)
 class ColumnDrift:
-    """One column's drift test."""
+    """One column's drift test.
+
+    Attributes:
+        borderline: The score came from a streamed batch's summary and lies within its error bound
+            of the threshold, so the decision could go either way; such a column is not counted as
+            drifted, and the verdict names it.
+    """
 
     column: str
     kind: str
@@ -29,6 +47,21 @@ class ColumnDrift:
     score: float
     threshold: float
     drifted: bool
+    borderline: bool = False
+
+    @classmethod
+    def of(cls, column: str, kind: str, result: StatResult) -> ColumnDrift:
+        """The column's record of a test result (a borderline one is not counted as drifted)."""
+        borderline = result.borderline
+        return cls(
+            column,
+            kind,
+            result.method,
+            float(result.score),
+            float(result.threshold),
+            bool(result.drifted and not borderline),
+            borderline,
+        )
 
 
 @dataclass(frozen=True)
@@ -41,52 +74,75 @@ class DriftVerdict:
     reasons: list[str]
 
 
-def _finite(values: pd.Series) -> pd.Series:
-    return values.replace([-np.inf, np.inf], np.nan).dropna()
-
-
 def column_drift(
     reference: pd.Series, current: pd.Series, kind: str, method: str | None, threshold: float | None
 ) -> ColumnDrift:
     """Evidently's test for one column (its default choice when `method` is None)."""
-    from evidently.legacy.calculations.stattests.registry import get_stattest
-    from evidently.legacy.core import ColumnType
-
-    column_type = ColumnType.Numerical if kind == "numeric" else ColumnType.Categorical
-    reference, current = _finite(reference), _finite(current)
+    reference, current = finite_values(reference), finite_values(current)
     if reference.empty or current.empty:
         raise DataError(
             f"column '{current.name}' has no values in the {'reference' if reference.empty else 'batch'}",
             "Check the batch: every feature needs some values to test for drift.",
         )
-    stattest = get_stattest(reference, current, column_type, method)
-    result = stattest(reference, current, column_type, threshold)
-    return ColumnDrift(
-        str(current.name),
-        kind,
-        stattest.name,
-        float(result.drift_score),
-        float(result.actual_threshold),
-        bool(result.drifted),
-    )
+    return ColumnDrift.of(str(current.name), kind, exact_test(reference, current, kind, method, threshold))
+
+
+def feature_kinds(schema: DataSchema) -> list[tuple[str, str]]:
+    """Each feature with its kind, numeric first."""
+    return [(c, "numeric") for c in schema.numeric] + [(c, "categorical") for c in schema.categorical]
 
 
 def detect_columns(
     reference: pd.DataFrame, current: pd.DataFrame, schema: DataSchema, drift: DriftConfig
 ) -> list[ColumnDrift]:
-    """Drift test of every feature of the schema, each with its configured or default method."""
-    columns = [(c, "numeric") for c in schema.numeric] + [(c, "categorical") for c in schema.categorical]
-    results = [
-        column_drift(
+    """Drift test of every feature of the schema, each with its configured or default method.
+
+    The columns are tested on one thread per core.
+    """
+    return in_threads(
+        column_drift,
+        [
+            (
+                reference[c],
+                current[c],
+                kind,
+                drift.per_column_method.get(c, drift.method),
+                drift.per_column_threshold.get(c, drift.threshold),
+            )
+            for c, kind in feature_kinds(schema)
+        ],
+    )
+
+
+def summary_drift(
+    column: str, reference: ColumnSummary, current: ColumnSummary, method: str | None, threshold: float | None
+) -> ColumnDrift:
+    """One column's test from the reference's and the streamed batch's summaries."""
+    if reference.rows == 0 or current.rows == 0:
+        raise DataError(
+            f"column '{column}' has no values in the {'reference' if reference.rows == 0 else 'batch'}",
+            "Check the batch: every feature needs some values to test for drift.",
+        )
+    return ColumnDrift.of(column, reference.kind, summary_test(reference, current, method, threshold))
+
+
+def detect_columns_summarised(
+    reference: dict[str, ColumnSummary],
+    current: dict[str, ColumnSummary],
+    schema: DataSchema,
+    drift: DriftConfig,
+) -> list[ColumnDrift]:
+    """`detect_columns` from summaries of a streamed batch (see `core.drift_stats`)."""
+    return [
+        summary_drift(
+            c,
             reference[c],
             current[c],
-            kind,
             drift.per_column_method.get(c, drift.method),
             drift.per_column_threshold.get(c, drift.threshold),
         )
-        for c, kind in columns
+        for c, _ in feature_kinds(schema)
     ]
-    return results
 
 
 def target_drift(
@@ -97,6 +153,18 @@ def target_drift(
         return None
     kind = "numeric" if task_kind == "regression" else "categorical"
     return column_drift(reference[schema.target], current[schema.target], kind, None, None)
+
+
+def borderline_note(columns: list[ColumnDrift]) -> str | None:
+    """The verdict's line on borderline columns, or None when there are none."""
+    near = [c for c in columns if c.borderline]
+    if not near:
+        return None
+    listed = ", ".join(f"{c.column} ({c.method} {c.score:.4f} vs {c.threshold:g})" for c in near)
+    return (
+        f"borderline (score within the streamed summary's error of the threshold, not counted as "
+        f"drifted): {listed}"
+    )
 
 
 def performance_decay(batch_metric: float, test_metric: float, greater_is_better: bool) -> float:
@@ -177,15 +245,17 @@ def evidently_report(
     )
 
 
-def rows_after(frame: pd.DataFrame, time_column: str | None, trained_until: str | None) -> pd.DataFrame:
+def rows_after(
+    frame: pd.DataFrame, time_column: str | None, trained_until: str | None, allow_empty: bool = False
+) -> pd.DataFrame:
     """Rows newer than the champion's training window.
 
     A time column with a UTC offset and a naive `trained_until` (or the reverse) compare with the
-    naive one taken as UTC.
+    naive one taken as UTC. `allow_empty` is for one record batch of a streamed source.
 
     Raises:
-        DataError: Nothing is newer, the source has no time column to tell, or its dates mix
-            values with and without a UTC offset.
+        DataError: Nothing is newer (unless `allow_empty`), the source has no time column to tell,
+            or its dates mix values with and without a UTC offset.
     """
     if not time_column or not trained_until:
         raise DataError(
@@ -197,12 +267,55 @@ def rows_after(frame: pd.DataFrame, time_column: str | None, trained_until: str 
     if problem:
         raise DataError(f"The time column '{time_column}' {problem}", "Fix the dates in the data source.")
     newer = frame[times > aligned(pd.Timestamp(trained_until), times)]
-    if newer.empty:
-        raise DataError(
-            f"The data source has no rows after the champion's training window (ends {trained_until})",
-            "Wait for new data or pass a batch with --current.",
-        )
+    if newer.empty and not allow_empty:
+        raise no_newer_rows(trained_until)
     return newer
+
+
+def no_newer_rows(trained_until: str | None) -> DataError:
+    """The bad input of a source with no rows after the champion's training window."""
+    return DataError(
+        f"The data source has no rows after the champion's training window (ends {trained_until})",
+        "Wait for new data or pass a batch with --current.",
+    )
+
+
+def streamable(reference: pd.DataFrame, schema: DataSchema, drift: DriftConfig) -> bool:
+    """Whether every feature's test can run on summaries of a streamed batch.
+
+    Evidently's defaults can with a reference of more than 1,000 rows (distances); of the configured
+    methods, Wasserstein, and Jensen-Shannon, chi-square and Z on value counts can.
+    """
+    if len(reference) <= LARGE_REFERENCE:
+        return False
+    for column, kind in feature_kinds(schema):
+        method = drift.per_column_method.get(column, drift.method)
+        if method is not None and method not in STREAMABLE:
+            return False
+        if method in {"chisquare", "z"} and kind == "numeric":
+            return False  # exact counts of a batch's numeric values are kept only while they are few
+        if method == "jensenshannon" and kind == "numeric" and reference[column].nunique() > BINNED_BY_VALUE:
+            return False
+    return True
+
+
+def summary_kinds(schema: DataSchema, task_kind: str) -> dict[str, str]:
+    """The columns a reference summary covers: every feature and the target, with their kinds."""
+    target = "numeric" if task_kind == "regression" else "categorical"
+    return dict(feature_kinds(schema)) | {schema.target: target}
+
+
+def summarised_target(
+    reference: dict[str, ColumnSummary], current: dict[str, ColumnSummary], schema: DataSchema
+) -> ColumnDrift | None:
+    """Drift of the target from summaries, when the streamed batch has labels."""
+    if (
+        schema.target not in reference
+        or current.get(schema.target) is None
+        or not current[schema.target].rows
+    ):
+        return None
+    return summary_drift(schema.target, reference[schema.target], current[schema.target], None, None)
 
 
 def columns_table(columns: list[ColumnDrift]) -> list[dict[str, Any]]:

@@ -5,19 +5,23 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
+import pandas as pd
 from prefect import flow
 
 from core.config import DataConfig, PipelineConfig
-from core.drift import columns_table
+from core.drift import columns_table, streamable, summary_kinds
+from core.drift_stats import ColumnSummary
 from core.results import DriftSummary
 from core.tables import columns_to_read, fingerprint
-from tasks.drift import detect_drift, judge_drift, select_batch, write_report
+from core.validation import DataSchema
+from tasks.drift import detect_drift, judge_drift, select_batch, stream_batch, write_report
 from tasks.faults import reach
-from tasks.ingest import ingest
+from tasks.ingest import ingest, streams
 from tasks.monitoring import (
     DriftHistory,
     drift_history,
     load_reference,
+    load_reference_summaries,
     log_evidence,
     mark_alert,
     measure_performance,
@@ -26,7 +30,7 @@ from tasks.monitoring import (
 from tasks.publish import emit_drift_event, plan_alert, publish_drift_summary
 from tasks.recovery import recover
 from tasks.redaction import protect_secrets
-from tasks.registry import find_champion
+from tasks.registry import ChampionInfo, find_champion
 from tasks.settings import Settings, run_config
 from tasks.tracking import run_links
 from tasks.validate import validate
@@ -53,11 +57,10 @@ def drift_check_flow(config: PipelineConfig | str, current: DataConfig | None = 
     reference = load_reference(settings, champion)
     schema = champion.input_schema(config.target, config.time_column)
 
-    # The batch, with the same checks as training (target optional)
-    raw = ingest(current or config.data, columns_to_read(config), settings)
-    batch_raw = select_batch(raw, config, champion.tags.get("trained_until"), current is not None)
-    batch, _ = validate(batch_raw, config, champion.schema, require_target=False)
-    data_sha256 = fingerprint(batch_raw)
+    # The batch, with the same checks as training (target optional); a large one streamed
+    batch, data_sha256, batch_rows, streamed = read_checked_batch(
+        current, config, champion, reference, schema, settings
+    )
     history = drift_history(settings, config, data_sha256)
     # Alerts a crash left recorded but unsent go out first, under their recorded ids
     for unsent in history.unsent_alerts:
@@ -65,8 +68,8 @@ def drift_check_flow(config: PipelineConfig | str, current: DataConfig | None = 
     if history.same_batch_run_id:
         return report_skipped(settings, config, data_sha256, history)
 
-    # Drift on the full batch; performance decay when it has labels
-    columns, target = detect_drift(reference, batch, schema, config)
+    # Drift on the full batch (or its summaries); performance decay when it has labels
+    columns, target = detect_drift(reference, batch, schema, config, streamed)
     performance = measure_performance(settings, champion, batch, schema, config)
     verdict = judge_drift(columns, config, performance.decay if performance else None, history.verdicts)
 
@@ -84,7 +87,7 @@ def drift_check_flow(config: PipelineConfig | str, current: DataConfig | None = 
         mlflow_run_id=None,
         event_note=alert.note,
         target_drift=columns_table([target])[0] if target else None,
-        batch_rows=len(batch),
+        batch_rows=batch_rows,
         champion_version=champion.version,
         columns=columns_table(columns),
     )
@@ -102,6 +105,54 @@ def report_skipped(
     skipped = DriftSummary.skipped_batch(data_sha256, history.same_batch_run_id, history.same_batch_summary)
     publish_drift_summary(config, skipped, run_links(settings, skipped.mlflow_run_id))
     return skipped
+
+
+def read_checked_batch(
+    current: DataConfig | None,
+    config: PipelineConfig,
+    champion: ChampionInfo,
+    reference: pd.DataFrame,
+    schema: DataSchema,
+    settings: Settings,
+) -> tuple[pd.DataFrame, str, int, tuple[dict[str, ColumnSummary], dict[str, ColumnSummary]] | None]:
+    """The batch to test (whole, or a streamed one's sample), its fingerprint, rows and summaries.
+
+    A batch of more than `tasks.ingest.STREAM_ABOVE_ROWS` rows is streamed when every feature's
+    test can run on summaries (`core.drift.streamable`).
+    """
+    source, given = current or config.data, current is not None
+    if streamable(reference, schema, config.drift) and streams(source):
+        return read_streamed(source, config, champion, reference, schema, settings, given)
+    batch, data_sha256 = read_batch(source, config, champion, settings, given)
+    return batch, data_sha256, len(batch), None
+
+
+def read_batch(
+    source: DataConfig, config: PipelineConfig, champion: ChampionInfo, settings: Settings, given: bool
+) -> tuple[pd.DataFrame, str]:
+    """The whole batch, selected and validated, and the fingerprint of its rows as read."""
+    raw = ingest(source, columns_to_read(config), settings)
+    batch_raw = select_batch(raw, config, champion.tags.get("trained_until"), given)
+    batch, _ = validate(batch_raw, config, champion.schema, require_target=False)
+    return batch, fingerprint(batch_raw)
+
+
+def read_streamed(
+    source: DataConfig,
+    config: PipelineConfig,
+    champion: ChampionInfo,
+    reference: pd.DataFrame,
+    schema: DataSchema,
+    settings: Settings,
+    given: bool,
+) -> tuple[pd.DataFrame, str, int, tuple[dict[str, ColumnSummary], dict[str, ColumnSummary]]]:
+    """A streamed batch: its bounded sample, fingerprint, rows and (reference, batch) summaries."""
+    summaries = load_reference_summaries(settings, champion, reference, summary_kinds(schema, config.task))
+    trained_until = champion.tags.get("trained_until")
+    stream = stream_batch(
+        source, config, champion.schema, summaries, reference, trained_until, given, settings
+    )
+    return stream.sample, stream.sha256, stream.rows, (summaries, stream.summaries)
 
 
 def send_alert(

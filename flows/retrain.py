@@ -12,6 +12,7 @@ from sklearn.compose import ColumnTransformer
 from sklearn.pipeline import Pipeline
 
 from core.config import PipelineConfig
+from core.drift import summary_kinds
 from core.promotion import same_as_champion
 from core.results import RetrainSummary, leaderboard
 from core.search import TuneResult, TuningData, best_of
@@ -143,7 +144,12 @@ def train_models(
     """Baseline; candidates tuned on recent rows against validation; the best refit on all training data."""
     splits, schema = data.splits, data.schema
     reference = log_reference_sample.submit(
-        settings, run_id, splits.train_full, config.mlflow.reference_rows, config.tuning.seed
+        settings,
+        run_id,
+        splits.train_full,
+        config.mlflow.reference_rows,
+        config.tuning.seed,
+        summary_kinds(schema, config.task),
     )
     baseline_on_train = train_baseline(splits.train, schema, config.task)
     tuning_rows = TuningData(splits.train, splits.validation, data.preprocessor, schema)

@@ -1,7 +1,9 @@
-"""Prefect tasks of the drift check: pick the batch, test it, give the verdict, draw the report."""
+"""Prefect tasks of the drift check: pick the batch (or stream it), test it, give the verdict, draw
+the report."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -9,18 +11,29 @@ import pandas as pd
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from core.config import PipelineConfig
+from core.config import DataConfig, PipelineConfig
 from core.drift import (
     ColumnDrift,
     DriftVerdict,
+    borderline_note,
     detect_columns,
+    detect_columns_summarised,
     drift_verdict,
     evidently_report,
+    no_newer_rows,
     rows_after,
+    summarised_target,
     target_drift,
     time_stratified_sample,
 )
-from core.validation import DataSchema
+from core.drift_stats import ColumnSummary, StreamedBatch, summarise_stream
+from core.validation import DataSchema, validate_table
+from tasks.ingest import iter_source_batches
+from tasks.settings import Settings
+
+# Rows of a streamed batch kept as a uniform sample: the HTML report's rows are drawn from it, and
+# the champion's performance on a labelled batch is measured on its labelled rows.
+STREAM_SAMPLE_ROWS = 100_000
 
 
 @task(name="select-batch", cache_policy=NO_CACHE)
@@ -33,11 +46,66 @@ def select_batch(
     return batch
 
 
+@task(name="stream-batch", cache_policy=NO_CACHE)
+def stream_batch(
+    source: DataConfig,
+    config: PipelineConfig,
+    expected_schema: dict[str, str],
+    reference: dict[str, ColumnSummary],
+    reference_frame: pd.DataFrame,
+    trained_until: str | None,
+    given: bool,
+    settings: Settings,
+) -> StreamedBatch:
+    """Read a large batch in record batches, each selected and validated like a whole batch, into
+    column summaries and a bounded sample (memory does not grow with the batch)."""
+    now = pd.Timestamp.now(tz="UTC")
+
+    def check(chunk: pd.DataFrame) -> pd.DataFrame:
+        if not given:
+            chunk = rows_after(chunk, config.time_column, trained_until, allow_empty=True)
+        if chunk.empty:
+            return chunk
+        return validate_table(chunk, config, expected_schema, require_target=False, now=now)[0]
+
+    columns = [*reference, *([config.time_column] if config.time_column else [])]
+    chunks = iter_source_batches(source, columns, stream_types(reference, reference_frame), settings)
+    streamed = summarise_stream(chunks, check, reference, STREAM_SAMPLE_ROWS, config.tuning.seed)
+    if not streamed.rows:
+        raise no_newer_rows(trained_until)
+    get_run_logger().info("Streamed a batch of %d rows in record batches", streamed.rows)
+    return streamed
+
+
+def stream_types(reference: dict[str, ColumnSummary], frame: pd.DataFrame) -> dict[str, str]:
+    """Column types a CSV batch is parsed with: numerics as floats, categoricals as the reference's."""
+    types = {}
+    for column, summary in reference.items():
+        dtype = frame[column].dtype if column in frame else None
+        if summary.kind == "numeric":
+            types[column] = "float64"
+        elif dtype is not None and pd.api.types.is_bool_dtype(dtype):
+            types[column] = "bool"
+        elif dtype is not None and pd.api.types.is_integer_dtype(dtype):
+            types[column] = "int64"
+        else:
+            types[column] = "string"
+    return types
+
+
 @task(name="detect-drift", cache_policy=NO_CACHE)
 def detect_drift(
-    reference: pd.DataFrame, batch: pd.DataFrame, schema: DataSchema, config: PipelineConfig
+    reference: pd.DataFrame,
+    batch: pd.DataFrame,
+    schema: DataSchema,
+    config: PipelineConfig,
+    streamed: tuple[dict[str, ColumnSummary], dict[str, ColumnSummary]] | None = None,
 ) -> tuple[list[ColumnDrift], ColumnDrift | None]:
-    """Per-feature drift on the full batch, and target drift when it has labels."""
+    """Per-feature drift on the full batch (or the reference's and a streamed batch's summaries),
+    and target drift when it has labels."""
+    if streamed is not None:
+        columns = detect_columns_summarised(*streamed, schema, config.drift)
+        return columns, summarised_target(*streamed, schema)
     columns = detect_columns(reference, batch, schema, config.drift)
     return columns, target_drift(reference, batch, schema, config.task)
 
@@ -46,8 +114,12 @@ def detect_drift(
 def judge_drift(
     columns: list[ColumnDrift], config: PipelineConfig, decay: float | None, history: list[bool]
 ) -> DriftVerdict:
-    """The drift verdict as a task of the flow; see `core.drift.drift_verdict`."""
+    """The drift verdict as a task of the flow (see `core.drift.drift_verdict`), naming borderline
+    columns."""
     verdict = drift_verdict(columns, config.drift, decay, history)
+    note = borderline_note(columns)
+    if note:
+        verdict = replace(verdict, reasons=[*verdict.reasons, note])
     get_run_logger().info(
         "Drift %s: %s", "detected" if verdict.drift_detected else "not detected", verdict.reasons
     )
@@ -65,4 +137,4 @@ def write_report(
     stamp = pd.Timestamp.now(tz="UTC").strftime("%Y%m%dT%H%M%S%f")
     path = (out_dir / f"drift-{config.name}-{stamp}.html").resolve()
     snapshot.save_html(str(path))
-    return path, {"report_rows": len(sample), "batch_rows": len(batch), "evidently": snapshot.dict()}
+    return path, {"report_rows": len(sample), "evidently": snapshot.dict()}

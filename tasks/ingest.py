@@ -1,5 +1,8 @@
 """The source edge: read the configured table from a file, an http(s) URL or a SQL database.
 
+A drift batch of many rows from a local file or a SQL query is read in record batches instead
+(`streams`, `iter_source_batches`).
+
 Downloads are kept in the settings' cache folder; secrets from `${VAR}` are expanded only here,
 where the source is opened, and never shown in an error.
 """
@@ -15,16 +18,28 @@ import logging
 import os
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
 from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
 from prefect.exceptions import MissingContextError
 
 from core.config import DataConfig, expand_env
 from core.errors import BadInputError, DataError
 from core.secrets import mask, redact_url, secret_values
-from core.tables import PARQUET_SUFFIXES, ColumnFilter, compact, read_file, sha256_of, zip_member
+from core.tables import (
+    PARQUET_SUFFIXES,
+    STREAM_BATCH_ROWS,
+    ColumnFilter,
+    compact,
+    estimated_rows,
+    iter_file_batches,
+    read_file,
+    sha256_of,
+    zip_member,
+)
 from tasks.options import io_edge_options
 from tasks.settings import Settings
 
@@ -248,3 +263,89 @@ def ingest(
         The rows as read, with compact types unless `data.compact_dtypes` is false.
     """
     return load_table(data, columns, settings)
+
+
+# A batch with more rows than this is streamed in record batches by the drift check.
+STREAM_ABOVE_ROWS = 1_000_000
+
+
+def local_path(data: DataConfig) -> Path | None:
+    """The local file a file source names (no URL, no zip member), or None."""
+    source = expand_env(data.source, os.environ, "data.source")
+    if data.is_sql or data.member or source.startswith(("http://", "https://")):
+        return None
+    path = Path(source.removeprefix("file://")).expanduser()
+    return path if path.is_file() and path.stat().st_size > 0 else None
+
+
+def source_rows(data: DataConfig) -> int | None:
+    """Rows of a local file (Parquet metadata, CSV estimate) or a SQL query (counted); None otherwise."""
+    if data.is_sql:
+        import sqlalchemy as sa
+
+        with _sql_connection(data) as (connection, query):
+            return int(connection.execute(sa.text(f"SELECT COUNT(*) FROM ({query}) AS counted")).scalar())
+    path = local_path(data)
+    return estimated_rows(path) if path is not None else None
+
+
+@task(name="size-batch", cache_policy=NO_CACHE)
+def streams(data: DataConfig) -> bool:
+    """Whether the drift check streams this source: a local file or SQL query of many rows.
+
+    A source that cannot be sized is read whole, which reports what is wrong with it.
+    """
+    try:
+        rows = source_rows(data)
+    except Exception:  # noqa: BLE001 - reported by the whole read
+        return False
+    return rows is not None and rows > STREAM_ABOVE_ROWS
+
+
+class _sql_connection:
+    """A connection to a SQL source and its query, with the password masked in every error."""
+
+    def __init__(self, data: DataConfig) -> None:
+        self.data = data
+
+    def __enter__(self):  # noqa: ANN204
+        import sqlalchemy as sa
+
+        data = self.data
+        if not (data.query or data.table):
+            raise DataError(
+                f"The SQL source {redact_url(data.source)} has neither data.query nor data.table",
+                "Add one of them to the config.",
+            )
+        self.query = expand_env(data.query or f'SELECT * FROM "{data.table}"', os.environ, "data.query")
+        self.url = expand_env(data.source, os.environ, "data.source")
+        self.engine = sa.create_engine(self.url)
+        self.connection = self.engine.connect().execution_options(stream_results=True)
+        return self.connection, self.query
+
+    def __exit__(self, *exc: object) -> None:
+        self.connection.close()
+        self.engine.dispose()
+
+
+def iter_source_batches(
+    data: DataConfig, columns: list[str], types: dict[str, str], settings: Settings
+) -> Iterator[pd.DataFrame]:
+    """The source's `columns` in record batches (files: see `iter_file_batches`; SQL: in chunks).
+
+    Errors leave with the source's secrets masked, as in `load_table`.
+    """
+    secrets = secret_values(f"{data.source} {data.query or ''}", os.environ)
+    try:
+        if data.is_sql:
+            import sqlalchemy as sa
+
+            with _sql_connection(data) as (connection, query):
+                for chunk in pd.read_sql(sa.text(query), connection, chunksize=STREAM_BATCH_ROWS):
+                    yield chunk[[c for c in chunk.columns if c in set(columns)]]
+        else:
+            yield from iter_file_batches(local_path(data), columns, types, STREAM_BATCH_ROWS)
+    except BadInputError as exc:
+        raise type(exc)([mask(p, secrets) for p in exc.problems], mask(exc.fix, secrets)) from None
+    except Exception as exc:  # noqa: BLE001 - any failure may quote the expanded source
+        raise SourceReadError(mask(f"{type(exc).__name__}: {exc}", secrets)) from None

@@ -17,6 +17,7 @@ from prefect import task
 
 from core.config import PipelineConfig
 from core.drift import ColumnDrift, performance_decay
+from core.drift_stats import ColumnSummary, summarise
 from core.errors import BadInputError
 from core.metrics import score
 from core.results import BatchPerformance, DriftSummary
@@ -26,7 +27,15 @@ from tasks.options import io_edge_options
 from tasks.publish import AlertPlan
 from tasks.registry import ChampionInfo, load_champion_model
 from tasks.settings import Settings
-from tasks.tracking import PROCESS_TAG, client, ensure_experiment, log_json, source_tags, this_process
+from tasks.tracking import (
+    PROCESS_TAG,
+    REFERENCE_SUMMARY,
+    client,
+    ensure_experiment,
+    log_json,
+    source_tags,
+    this_process,
+)
 
 
 def require_champion(settings: Settings, champion: ChampionInfo | None, name: str) -> ChampionInfo:
@@ -57,6 +66,28 @@ def load_reference(settings: Settings, champion: ChampionInfo) -> pd.DataFrame:
             tracking_uri=settings.tracking_uri,
         )
         return pd.read_parquet(path)
+
+
+@task(name="load-reference-summaries", **io_edge_options())
+def load_reference_summaries(
+    settings: Settings, champion: ChampionInfo, reference: pd.DataFrame, kinds: dict[str, str]
+) -> dict[str, ColumnSummary]:
+    """The reference's column summaries logged with the champion (computed from its sample for
+    versions trained before they were logged)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            path = mlflow.artifacts.download_artifacts(
+                run_id=champion.run_id,
+                artifact_path=REFERENCE_SUMMARY,
+                dst_path=tmp,
+                tracking_uri=settings.tracking_uri,
+            )
+            logged = json.loads(Path(path).read_text())
+        except (OSError, ValueError, mlflow.exceptions.MlflowException):
+            logged = {}
+    if set(kinds) - set(logged):
+        return summarise(reference, kinds)
+    return {c: ColumnSummary.from_json(logged[c]) for c in kinds}
 
 
 @dataclass(frozen=True)

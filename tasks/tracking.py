@@ -28,6 +28,7 @@ from sklearn.pipeline import Pipeline
 
 from core.config import DataConfig, PipelineConfig
 from core.drift import reference_sample
+from core.drift_stats import summarise
 from core.plots import plot_predictions
 from core.search import TuneResult
 from core.secrets import redact_url
@@ -43,6 +44,8 @@ EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
 TRAINING_VIEW = "workflowType=machine_learning"
 # Rows of the training data MLflow infers the dataset input's schema from (its digest is ours).
 DATASET_SCHEMA_ROWS = 1000
+# The reference sample's column summaries, beside it in the run that trained a model version.
+REFERENCE_SUMMARY = "reference/summary.json"
 TRACKED_PACKAGES = ("prefect", "mlflow", "scikit-learn", "pandas", "numpy", "evidently", "retrain-pipeline")
 
 
@@ -324,18 +327,30 @@ def log_trials(settings: Settings, parent_run_id: str, metric: str, result: Tune
 
 @task(name="log-reference-sample", **io_edge_options())
 def log_reference_sample(
-    settings: Settings, run_id: str, train: pd.DataFrame, max_rows: int, seed: int
+    settings: Settings,
+    run_id: str,
+    train: pd.DataFrame,
+    max_rows: int,
+    seed: int,
+    kinds: dict[str, str] | None = None,
 ) -> str:
     """Log a capped sample of the training rows (features and target) for later drift checks.
+
+    Beside it, `reference/summary.json`: the sample's column summaries (`kinds`: column to
+    "numeric" or "categorical"), against which a streamed batch is tested.
 
     Returns:
         The artifact path of the Parquet file within the run.
     """
     sample = reference_sample(train, max_rows, seed)
+    mlflow_client = client(settings)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "reference.parquet"
         sample.to_parquet(path, index=False)
-        client(settings).log_artifact(run_id, str(path), "reference")
+        mlflow_client.log_artifact(run_id, str(path), "reference")
+    if kinds:
+        summaries = {c: s.to_json() for c, s in summarise(sample, kinds).items()}
+        log_json(mlflow_client, run_id, summaries, REFERENCE_SUMMARY)
     return "reference/reference.parquet"
 
 
