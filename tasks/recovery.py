@@ -63,8 +63,10 @@ def registry_needs_repair(settings: Settings, name: str) -> bool:
     try:
         if PENDING_TAG in mlflow_client.get_registered_model(name).tags:
             return True
-    except MlflowException:
-        return False  # no registered model yet
+    except MlflowException as exc:
+        if exc.error_code in {"RESOURCE_DOES_NOT_EXIST", "NOT_FOUND"}:
+            return False  # no registered model yet
+        raise
     versions = mlflow_client.search_model_versions(f"name = '{name}'")
     return any("decision" not in version.tags and version.run_id for version in versions)
 
