@@ -61,10 +61,10 @@ def drift_check_flow(config: PipelineConfig, current: DataConfig | None = None) 
     if history.same_batch_run_id:
         return DriftSummary.skipped_batch(data_sha256, history.same_batch_run_id, history.same_batch_summary)
 
-    # Drift on the full batch; performance decay when it has labels
+    # Drift on the full batch; with labels, performance decay and the retrain-gain probe
     columns, target = detect_drift(reference, batch, schema, config)
     performance = measure_performance(settings, champion, batch, schema, config)
-    verdict = judge_drift(columns, config, performance.decay if performance else None, history.verdicts)
+    verdict = judge_drift(columns, config, performance, history.verdicts)
 
     # Evidence (Evidently report, MLflow run), recorded before the alert is sent
     report_path, details = write_report(reference, batch, schema, config, settings.reports_dir)

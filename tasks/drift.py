@@ -20,6 +20,7 @@ from core.drift import (
     target_drift,
     time_stratified_sample,
 )
+from core.results import BatchPerformance
 from core.validation import DataSchema
 
 
@@ -44,10 +45,14 @@ def detect_drift(
 
 @task(name="decide-drift", cache_policy=NO_CACHE)
 def judge_drift(
-    columns: list[ColumnDrift], config: PipelineConfig, decay: float | None, history: list[bool]
+    columns: list[ColumnDrift],
+    config: PipelineConfig,
+    performance: BatchPerformance | None,
+    history: list[bool],
 ) -> DriftVerdict:
     """The drift verdict as a task of the flow; see `core.drift.drift_verdict`."""
-    verdict = drift_verdict(columns, config.drift, decay, history)
+    decay, probe = (performance.decay, performance.probe) if performance else (None, None)
+    verdict = drift_verdict(columns, config.drift, decay, history, probe)
     get_run_logger().info(
         "Drift %s: %s", "detected" if verdict.drift_detected else "not detected", verdict.reasons
     )
