@@ -205,7 +205,8 @@ class ReplayCache:
 
     fits: dict[pd.Timestamp, tuple[Pipeline, pd.DataFrame, float]] = field(default_factory=dict)
     scores: dict[tuple[pd.Timestamp, pd.Timestamp], float] = field(default_factory=dict)
-    evidence: dict[tuple[pd.Timestamp, pd.Timestamp], Any] = field(default_factory=dict)
+    columns: dict[tuple[pd.Timestamp, pd.Timestamp], Any] = field(default_factory=dict)
+    gains: dict[tuple[pd.Timestamp, pd.Timestamp], Any] = field(default_factory=dict)
 
 
 def drift_evidence(
@@ -215,12 +216,14 @@ def drift_evidence(
     schema: DataSchema,
     config: PipelineConfig,
     cache: ReplayCache,
+    probe: bool,
 ) -> tuple[list[Any], Any]:
-    """The window's per-column drift tests and retrain-gain evidence against the policy's model."""
+    """The window's per-column drift tests, and (when `probe`) the retrain-gain evidence."""
     key = (state.trained_at, window_start)
-    if key not in cache.evidence:
-        columns = detect_columns(state.reference, window, schema, config.drift)
-        gain = measure_gain(
+    if key not in cache.columns:
+        cache.columns[key] = detect_columns(state.reference, window, schema, config.drift)
+    if probe and key not in cache.gains:
+        cache.gains[key] = measure_gain(
             state.model,
             window,
             schema,
@@ -230,8 +233,7 @@ def drift_evidence(
             config.drift.probe_min_rows,
             config.tuning.seed,
         )
-        cache.evidence[key] = (columns, gain)
-    return cache.evidence[key]
+    return cache.columns[key], cache.gains.get(key) if probe else None
 
 
 def wants_retrain(
@@ -247,7 +249,9 @@ def wants_retrain(
 ) -> bool:
     """The policy's decision after scoring the window (the window's labels are now known).
 
-    `drift` replaces the config's drift settings (the trigger search tries several).
+    The drift check's batch is `window`: in a replay, every row since the policy's model was
+    trained, as the drift-check flow's default batch is the rows after the champion's training
+    window. `drift` replaces the config's drift settings (the trigger search tries several).
     """
     policy = state.policy
     if policy.name == "never":
@@ -262,8 +266,9 @@ def wants_retrain(
         schema,
         config,
         cache or ReplayCache(),
+        drift.gain_probe,
     )
-    probe = judge_gain(gain, drift.confidence, drift.min_gain) if gain and drift.gain_probe else None
+    probe = judge_gain(gain, drift.confidence, drift.min_gain) if gain else None
     decay = performance_decay(metric, state.spec.expected_metric, config.greater_is_better)
     verdict = drift_verdict(columns, drift, decay, list(reversed(state.verdicts)), probe)
     state.verdicts.append(verdict.drift_detected)
@@ -347,7 +352,12 @@ def replay(
                 cache.scores[key] = score(state.model, window, schema, config.task)[config.metric.name]
             metric = cache.scores[key]
             retrained, seconds = False, 0.0
-            if wants_retrain(state, window, metric, window_end, schema, config, drift, cache, window_start):
+            batch = (
+                window
+                if state.policy.is_calendar
+                else frame[(times >= state.trained_at) & (times < window_end)]
+            )
+            if wants_retrain(state, batch, metric, window_end, schema, config, drift, cache, window_start):
                 if retune:
                     started = time.perf_counter()
                     state.spec = tune_spec(frame[times < window_end], schema, config)

@@ -2,8 +2,9 @@
 
 Covariate drift alone says little about whether retraining pays: a year of seasonal training data
 makes every week look drifted, while the champion already knows every season. With labels, the
-trigger asks the question retraining answers. It cuts the labelled batch in time, refreshes the
-champion on the older half in two cheap ways (its output recalibrated on those rows, and its own
+trigger asks the question retraining answers. It cuts the labelled batch in time (all of it, then
+its newest half, quarter ..., so a late change is seen soon), refreshes the champion on each older
+half in two cheap ways (its output recalibrated on those rows, and its own
 recipe refitted on them alone), and scores each against the champion on the newer half. Retraining
 helps when a challenger is better with the configured confidence (a paired moving-block bootstrap
 over the newer rows, so neighbouring hours do not count as independent evidence) by at least
@@ -24,6 +25,9 @@ from core.config import PipelineConfig
 from core.validation import DataSchema
 
 RESAMPLES = 400
+# The probe looks at the batch's newest rows only: enough to see a change, and its refit stays cheap
+# on a million-row batch.
+PROBE_ROWS = 20_000
 _EPS = 1e-12
 
 
@@ -47,9 +51,10 @@ class GainProbe:
         """The probe's line in the verdict's reasons."""
         verdict = "retraining helps" if self.significant else "retraining would not help"
         return (
-            f"retrain-gain probe: {verdict}: a {self.challenger} challenger fitted on the batch's "
-            f"{self.fit_rows} older rows scores {self.metric} {self.challenger_metric:.4g} against "
-            f"the champion's {self.champion_metric:.4g} on the {self.scored_rows} newer rows "
+            f"retrain-gain probe: {verdict}: a {self.challenger} challenger fitted on "
+            f"{self.fit_rows} older rows of the batch scores {self.metric} "
+            f"{self.challenger_metric:.4g} against the champion's {self.champion_metric:.4g} "
+            f"on the {self.scored_rows} newer rows "
             f"(gain {self.gain:+.1%}, {self.confidence:.0%} lower bound {self.gain_low:+.1%}, "
             f"needed > {self.min_gain:+.1%})"
         )
@@ -63,11 +68,15 @@ class Predictions:
     proba: np.ndarray | None = None
 
 
-def split_in_time(batch: pd.DataFrame, time_column: str | None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The older and the newer half of a batch (by `time_column`, else by row order)."""
+def split_in_time(
+    batch: pd.DataFrame, time_column: str | None, max_rows: int = PROBE_ROWS
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The older and the newer half of the batch's newest `max_rows` rows (by `time_column`, else
+    by row order)."""
     ordered = batch
     if time_column and time_column in batch:
         ordered = batch.iloc[np.argsort(pd.to_datetime(batch[time_column]).to_numpy(), kind="stable")]
+    ordered = ordered.iloc[-max_rows:]
     half = len(ordered) // 2
     return ordered.iloc[:half], ordered.iloc[half:]
 
@@ -194,6 +203,8 @@ class ChallengerEvidence:
     """One challenger against the champion on the newer rows, with the gain of every resample."""
 
     name: str
+    fit_rows: int
+    scored_rows: int
     champion_metric: float
     challenger_metric: float
     gain: float
@@ -205,8 +216,6 @@ class GainEvidence:
     """What the probe measured on one batch, before any confidence level is applied."""
 
     metric: str
-    fit_rows: int
-    scored_rows: int
     challengers: tuple[ChallengerEvidence, ...]
 
 
@@ -219,6 +228,7 @@ def compare(
     challenger: Predictions,
     classes: np.ndarray | None,
     index: np.ndarray,
+    fit_rows: int,
 ) -> ChallengerEvidence:
     """One challenger against the champion: the metrics on all rows and the gain on each resample."""
     full = np.arange(len(y))[None, :]
@@ -230,7 +240,22 @@ def compare(
         greater,
     )
     gain = float(relative_gain(champion_value, challenger_value, greater))
-    return ChallengerEvidence(name, champion_value, challenger_value, gain, samples[np.isfinite(samples)])
+    return ChallengerEvidence(
+        name, fit_rows, len(y), champion_value, challenger_value, gain, samples[np.isfinite(samples)]
+    )
+
+
+def suffix_lengths(rows: int, min_rows: int) -> list[int]:
+    """The newest rows the probe cuts in two: all of them, then the newest half, quarter ... (>= min_rows).
+
+    A change late in a long batch is only learnable from the rows after it: a shorter suffix puts
+    them in its older half.
+    """
+    lengths = []
+    while rows >= min_rows:
+        lengths.append(rows)
+        rows //= 2
+    return lengths
 
 
 def measure_gain(
@@ -243,30 +268,44 @@ def measure_gain(
     min_rows: int,
     seed: int,
 ) -> GainEvidence | None:
-    """Both challengers against the champion on a labelled batch; None below `min_rows` labels."""
+    """Both challengers against the champion on each suffix of a labelled batch; None below
+    `min_rows` labels."""
     labelled = batch[batch[schema.target].notna()] if schema.target in batch else batch.iloc[:0]
     if len(labelled) < min_rows:
         return None
-    older, newer = split_in_time(labelled, schema.time_column)
+    ordered = pd.concat(split_in_time(labelled, schema.time_column))
     classes = None if task_kind == "regression" else np.asarray(champion.classes_)
-    y_older, y_newer = older[schema.target].to_numpy(), newer[schema.target].to_numpy()
-    champion_older = predict(champion, older, schema, task_kind)
-    champion_newer = predict(champion, newer, schema, task_kind)
-    challengers = {
-        "recalibrated": recalibrate(champion_older, champion_newer, y_older, classes),
-        "refitted": refit(champion, older, newer, schema, task_kind),
-    }
-    index = block_indices(len(newer), RESAMPLES, seed)
-    found = tuple(
-        compare(name, metric, greater, y_newer, champion_newer, predictions, classes, index)
-        for name, predictions in challengers.items()
-        if predictions is not None
-    )
-    return GainEvidence(metric, len(older), len(newer), found) if found else None
+    champion_all = predict(champion, ordered, schema, task_kind)
+    found = []
+    for length in suffix_lengths(len(ordered), min_rows):
+        start, middle = len(ordered) - length, len(ordered) - length + length // 2
+        older, newer = ordered.iloc[start:middle], ordered.iloc[middle:]
+        champion_older = Predictions(
+            champion_all.values[start:middle],
+            None if champion_all.proba is None else champion_all.proba[start:middle],
+        )
+        champion_newer = Predictions(
+            champion_all.values[middle:], None if champion_all.proba is None else champion_all.proba[middle:]
+        )
+        challengers = {
+            "recalibrated": recalibrate(
+                champion_older, champion_newer, older[schema.target].to_numpy(), classes
+            ),
+            "refitted": refit(champion, older, newer, schema, task_kind),
+        }
+        index = block_indices(len(newer), RESAMPLES, seed)
+        y_newer = newer[schema.target].to_numpy()
+        found += [
+            compare(name, metric, greater, y_newer, champion_newer, predictions, classes, index, len(older))
+            for name, predictions in challengers.items()
+            if predictions is not None
+        ]
+    return GainEvidence(metric, tuple(found)) if found else None
 
 
 def judge_gain(evidence: GainEvidence, confidence: float, min_gain: float) -> GainProbe:
-    """The better challenger by its lower confidence bound, each tested at its Bonferroni share."""
+    """The best challenger by its lower confidence bound, each tested at its Bonferroni share of the
+    error (two challengers on each suffix)."""
     alpha = (1.0 - confidence) / len(evidence.challengers)
 
     def lower_bound(challenger: ChallengerEvidence) -> float:
@@ -278,8 +317,8 @@ def judge_gain(evidence: GainEvidence, confidence: float, min_gain: float) -> Ga
     return GainProbe(
         metric=evidence.metric,
         challenger=best.name,
-        fit_rows=evidence.fit_rows,
-        scored_rows=evidence.scored_rows,
+        fit_rows=best.fit_rows,
+        scored_rows=best.scored_rows,
         champion_metric=best.champion_metric,
         challenger_metric=best.challenger_metric,
         gain=best.gain,

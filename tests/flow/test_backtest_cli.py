@@ -18,6 +18,7 @@ from conftest import synthetic_frame
         (["--step", "400d", "--start", "2020-12-01"], "larger than the data after the start"),
         (["--start", "2015-01-01"], "outside the data"),
         (["--step", "fortnight"], "is not a duration"),
+        (["--tune-trigger", "--step", "60d", "--start", "2020-10-01"], "needs at least 4 windows"),
     ],
 )
 def test_bad_arguments_exit_2(args: list[str], message: str, mlflow_store: str, tmp_path: Path) -> None:

@@ -20,6 +20,7 @@ from core.trigger import (
     metric_samples,
     probe_batch,
     split_in_time,
+    suffix_lengths,
 )
 from core.validation import DataSchema
 
@@ -196,3 +197,14 @@ def test_judge_uses_the_bonferroni_share_of_the_error(champion) -> None:
     probe = judge_gain(evidence, 0.9, 0.0)
     best = next(c for c in evidence.challengers if c.name == probe.challenger)
     assert probe.gain_low == pytest.approx(np.quantile(best.gain_samples, 0.1 / len(evidence.challengers)))
+
+
+def test_a_late_change_in_a_long_batch_is_seen_on_a_shorter_suffix(champion) -> None:
+    year, model = champion
+    calm = seasonal(1500, 4, 0.0, 1.0, start="2021-01-01")
+    changed = seasonal(300, 5, 0.0, 1.0, shift=3.0, start=str(calm["day"].max() + pd.Timedelta(hours=1)))
+    batch = pd.concat([calm, changed], ignore_index=True)
+    assert suffix_lengths(len(batch), 60) == [1800, 900, 450, 225, 112]
+    _, probe, verdict = verdict_for(year, model, batch)
+    assert verdict.drift_detected
+    assert probe.fit_rows + probe.scored_rows < 900  # the whole batch's halves could not tell
