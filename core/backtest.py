@@ -607,26 +607,31 @@ def tune_trigger(
     search_frame = frame[frame[config.time_column] < search_windows[-1][1]]
     greater = config.greater_is_better
     drift_policy = Policy("drift")
-    tried = []
+    tried, tables = [], {}
     calendar_table = replay(
         search_frame, schema, config, windows[0][0], search_windows, calendar, False, spec=spec, cache=cache
     )
     for confidence in CONFIDENCE_GRID:
         for min_gain in MIN_GAIN_GRID:
             drift = config.drift.model_copy(update={"confidence": confidence, "min_gain": min_gain})
-            table = replay(
-                search_frame,
-                schema,
-                config,
-                windows[0][0],
-                search_windows,
-                [drift_policy],
-                False,
-                spec=spec,
-                drift=drift,
-                cache=cache,
+            tables[confidence, min_gain] = pd.concat(
+                [
+                    calendar_table,
+                    replay(
+                        search_frame,
+                        schema,
+                        config,
+                        windows[0][0],
+                        search_windows,
+                        [drift_policy],
+                        False,
+                        spec=spec,
+                        drift=drift,
+                        cache=cache,
+                    ),
+                ]
             )
-            result = summarize(pd.concat([calendar_table, table]), config.metric.name, greater)["drift"]
+            result = summarize(tables[confidence, min_gain], config.metric.name, greater)["drift"]
             tried.append(
                 {
                     "confidence": confidence,
@@ -639,27 +644,7 @@ def tune_trigger(
             )
     best = max(tried, key=lambda t: (t["within_half"], t["advantage"], -t["retrains"]))
     chosen = config.drift.model_copy(update={"confidence": best["confidence"], "min_gain": best["min_gain"]})
-    search = summarize(
-        pd.concat(
-            [
-                calendar_table,
-                replay(
-                    search_frame,
-                    schema,
-                    config,
-                    windows[0][0],
-                    search_windows,
-                    [drift_policy],
-                    False,
-                    spec=spec,
-                    drift=chosen,
-                    cache=cache,
-                ),
-            ]
-        ),
-        config.metric.name,
-        greater,
-    )
+    search = summarize(tables[best["confidence"], best["min_gain"]], config.metric.name, greater)
     held_begin = held_windows[0][0]
     held = replay(
         frame,
