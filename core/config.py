@@ -228,7 +228,10 @@ class DriftConfig(_Section):
         0.95, gt=0.5, lt=1, description="Confidence the probe's challenger must beat the champion with."
     )
     min_gain: float = Field(
-        0.0, ge=0, description="Relative improvement the probe's lower confidence bound must exceed."
+        0.01,
+        ge=0,
+        description="Relative improvement the probe's lower confidence bound must exceed (the "
+        "default promotion bar: a retrain that cannot clear it would not be promoted).",
     )
     probe_min_rows: int = Field(60, ge=10, description="Fewest labelled rows the probe runs on.")
     confirmations: int = Field(1, ge=1, description="Drift needed in k of the last `window` checks.")
