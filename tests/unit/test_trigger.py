@@ -195,9 +195,7 @@ def test_judge_uses_the_bonferroni_share_of_the_error(champion) -> None:
     batch = seasonal(400, 3, 0.0, 1.0, shift=1.0)
     evidence = measure_gain(model, batch, SCHEMA, "regression", "rmse", False, 60, 0)
     probe = judge_gain(evidence, 0.9, 0.0)
-    best = next(
-        c for c in evidence.challengers if (c.name, c.fit_rows) == (probe.challenger, probe.fit_rows)
-    )
+    best = next(c for c in evidence.challengers if (c.name, c.fit_rows) == (probe.challenger, probe.fit_rows))
     assert probe.gain_low == pytest.approx(np.quantile(best.gain_samples, 0.1 / len(evidence.challengers)))
 
 
