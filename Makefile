@@ -41,6 +41,7 @@ bench: install
 	$(BIN)/python benchmarks/scale.py
 	$(BIN)/python benchmarks/dask_tuning.py
 	$(BIN)/python benchmarks/quality.py
+	$(BIN)/python benchmarks/backtest.py
 
 serve: install
 	$(BIN)/retrain serve --config $(CONFIG)

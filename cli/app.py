@@ -229,19 +229,26 @@ def backtest(
     start: str = typer.Option(None, "--start", help="First replayed day (default: after 30% of the range)."),
     step: str = typer.Option(BACKTEST_DEFAULTS.step, "--step", help="Window length: 12h, 7d, 2w ..."),
     policies: str = typer.Option(
-        BACKTEST_DEFAULTS.policies, "--policies", help="never, every:<interval>, drift."
+        BACKTEST_DEFAULTS.policies,
+        "--policies",
+        help="never, every:<interval>, drift (default: never, every step, 2x, 4x, 8x the step, drift).",
     ),
     out: Path = typer.Option(
         Path(BACKTEST_DEFAULTS.out_dir), "--out", help="Folder for the table, plot and summary."
     ),
     data: DataOption = None,
     retune: bool = typer.Option(False, "--retune", help="Tune again at every retrain (slower)."),
+    tune_trigger: bool = typer.Option(
+        False,
+        "--tune-trigger",
+        help="Search the drift settings on the first half of the windows, check them on the second.",
+    ),
     as_json: JsonOption = False,
     debug: DebugOption = False,
 ) -> None:
     """Replay history: what would never, every:<interval> and drift-triggered retraining have delivered?"""
     pipeline_config = prepare(config, data, debug)
-    plan = run_guarded(lambda: BacktestPlan(step, policies, start, retune, str(out)), debug)
+    plan = run_guarded(lambda: BacktestPlan(step, policies, start, retune, str(out), tune_trigger), debug)
     from flows.backtest import backtest_flow
 
     result = run_flow(lambda: backtest_flow(pipeline_config, plan), debug)

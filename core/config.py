@@ -231,6 +231,19 @@ class DriftConfig(_Section):
     report_rows: int = Field(
         20000, ge=100, description="Rows of the batch (spread over time) drawn in the HTML report."
     )
+    gain_probe: bool = Field(
+        True, description="On a labelled batch, alert only when the retrain-gain probe finds a gain."
+    )
+    confidence: float = Field(
+        0.95, gt=0.5, lt=1, description="Confidence the probe's challenger must beat the champion with."
+    )
+    min_gain: float = Field(
+        0.01,
+        ge=0,
+        description="Relative improvement the probe's lower confidence bound must exceed (the "
+        "default promotion bar: a retrain that cannot clear it would not be promoted).",
+    )
+    probe_min_rows: int = Field(60, ge=10, description="Fewest labelled rows the probe runs on.")
     confirmations: int = Field(1, ge=1, description="Drift needed in k of the last `window` checks.")
     window: int = Field(1, ge=1)
     cron: str = "0 6 * * *"

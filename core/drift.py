@@ -28,6 +28,7 @@ from core.drift_stats import (
     summary_test,
 )
 from core.errors import DataError
+from core.trigger import GainProbe
 from core.validation import DataSchema, aligned, parse_times
 
 
@@ -178,16 +179,30 @@ def drift_verdict(
     drift: DriftConfig,
     decay: float | None,
     history: list[bool],
+    probe: GainProbe | None = None,
 ) -> DriftVerdict:
-    """Drift when enough features drift, a critical column drifts, or performance decays.
+    """Drift when retraining would help, or, without labels, when enough features drift.
 
-    With `drift.confirmations` k of `drift.window` n, drift must also have been found in at least k
-    of the last n checks, this one included (`history` holds earlier verdicts, newest first).
+    On a labelled batch the retrain-gain probe (`core.trigger`) decides: feature drift and the
+    metric's decay are reported, but a batch whose drift the champion already handles is not drift.
+    Without a probe (no labels, too few, or `drift.gain_probe: false`): drift when enough features
+    drift or the metric decays by more than `drift.max_metric_decay`. A drifted critical column is
+    drift either way. With `drift.confirmations` k of `drift.window` n, drift must also have been
+    found in at least k of the last n checks, this one included (`history` holds earlier verdicts,
+    newest first).
     """
     drifted = [c.column for c in columns if c.drifted]
     share = len(drifted) / len(columns) if columns else 0.0
     reasons = []
-    if share >= drift.share_threshold:
+    if probe is not None:
+        reasons.append(
+            f"{len(drifted)} of {len(columns)} features drifted ({share:.0%})"
+            + (f": {', '.join(drifted)}" if drifted else "")
+            + "; the batch has labels, so the retrain-gain probe decides"
+        )
+        if probe.significant:
+            reasons.append(probe.reason_line())
+    elif share >= drift.share_threshold:
         reasons.append(
             f"{len(drifted)} of {len(columns)} features drifted "
             f"({share:.0%} >= {drift.share_threshold:.0%}): {', '.join(drifted)}"
@@ -195,11 +210,18 @@ def drift_verdict(
     critical = [c for c in drift.critical_columns if c in drifted]
     if critical:
         reasons.append(f"critical columns drifted: {', '.join(critical)}")
-    if decay is not None and decay > drift.max_metric_decay:
+    if probe is None and decay is not None and decay > drift.max_metric_decay:
         reasons.append(
             f"champion's metric decayed by {decay:.0%} (> {drift.max_metric_decay:.0%}) on the batch"
         )
-    detected = bool(reasons)
+    detected = bool(critical) or (probe.significant if probe is not None else bool(reasons))
+    if probe is not None:
+        if not probe.significant:
+            reasons.append(probe.reason_line())
+        if decay is not None:
+            reasons.append(
+                f"champion's metric {'decayed' if decay > 0 else 'improved'} by {abs(decay):.0%} on the batch"
+            )
     if detected and drift.confirmations > 1:
         recent = [detected, *history[: drift.window - 1]]
         if sum(recent) < drift.confirmations:

@@ -11,6 +11,7 @@ from typing import Any
 
 from core.catalogue import BASELINE
 from core.search import TuneResult
+from core.trigger import GainProbe
 
 _JSON = "json"
 
@@ -73,6 +74,13 @@ class BatchPerformance:
     batch: float
     champion_test: float | None
     decay: float | None
+    probe: GainProbe | None = None
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> BatchPerformance:
+        """Back from its JSON form (an earlier check's summary)."""
+        probe = values.get("probe")
+        return cls(**{**values, "probe": GainProbe(**probe) if probe else None})
 
 
 @dataclass(frozen=True)
@@ -116,7 +124,7 @@ class DriftSummary(RunSummary):
                 f"{checked_in_run}; its verdict stands",
                 *earlier.get("reasons", []),
             ],
-            performance=BatchPerformance(**performance) if performance else None,
+            performance=BatchPerformance.from_dict(performance) if performance else None,
             event_emitted=False,
             report_path=None,
             mlflow_run_id=checked_in_run,
@@ -127,11 +135,33 @@ class DriftSummary(RunSummary):
 
 @dataclass(frozen=True)
 class PolicyResult:
-    """One retraining policy over the replay."""
+    """One retraining policy over the replay; a trigger policy also against the calendar.
+
+    `calendar_metric_at_same_retrains` is the calendar policies' mean metric interpolated at this
+    policy's retrain count, and `beats_calendar` whether this policy's is better (both None for the
+    calendar policies themselves).
+    """
 
     mean_metric: float
     retrains: int
     train_seconds: float
+    windows: int = 0
+    calendar_metric_at_same_retrains: float | None = None
+    beats_calendar: bool | None = None
+
+
+@dataclass(frozen=True)
+class TriggerTuning:
+    """`--tune-trigger`: the drift settings searched on the first half, checked on the second."""
+
+    settings: dict[str, float]
+    drift_yaml: str
+    search_windows: int
+    held_out_windows: int
+    held_out_start: str
+    search: dict[str, PolicyResult]
+    held_out: dict[str, PolicyResult]
+    tried: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -142,6 +172,8 @@ class BacktestSummary(RunSummary):
     policies: dict[str, PolicyResult] = json_field()
     table: str = json_field()
     plot: str = json_field()
+    windows: int = json_field(default=0)
+    tuning: TriggerTuning | None = json_field(default=None)
     summary: str = ""
     mlflow_run_id: str | None = None
 

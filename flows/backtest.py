@@ -34,7 +34,11 @@ def backtest_flow(config: PipelineConfig, plan: BacktestPlan | None = None) -> B
     plan = plan or BacktestPlan()
     protect_secrets(config)
     settings = Settings.from_environment()
-    tags = {"prefect_flow_run_id": str(flow_run.id or ""), "policies": plan.policies, "step": plan.step}
+    tags = {
+        "prefect_flow_run_id": str(flow_run.id or ""),
+        "policies": ",".join(p.name for p in plan.policy_list),
+        "step": plan.step,
+    }
     with tracked_run(
         settings, config, f"{config.experiment_name}-backtest", f"backtest-{config.name}", tags
     ) as run_id:
@@ -42,16 +46,17 @@ def backtest_flow(config: PipelineConfig, plan: BacktestPlan | None = None) -> B
         frame, schema = validate(ingest(config.data, columns_to_read(config), settings), config)
 
         # Prequential replay of every policy, then the evidence
-        table = run_replay(frame, schema, config, plan)
-        result = save_outputs(table, config, Path(plan.out_dir))
+        table, tuning = run_replay(frame, schema, config, plan)
+        result = save_outputs(table, config, Path(plan.out_dir), tuning)
         log_values(
             settings,
             run_id,
             params={
                 "start": plan.start or "auto",
                 "step": plan.step,
-                "policies": plan.policies,
+                "policies": ",".join(p.name for p in plan.policy_list),
                 "retune": plan.retune,
+                "tune_trigger": plan.tune_trigger,
             },
             metrics={
                 p: {"mean_metric": v.mean_metric, "retrains": v.retrains} for p, v in result.policies.items()

@@ -68,10 +68,10 @@ def drift_check_flow(config: PipelineConfig | str, current: DataConfig | None = 
     if history.same_batch_run_id:
         return report_skipped(settings, config, data_sha256, history)
 
-    # Drift on the full batch (or its summaries); performance decay when it has labels
+    # Drift on the full batch (or its summaries); with labels, performance decay and the retrain-gain probe
     columns, target = detect_drift(reference, batch, schema, config, streamed)
     performance = measure_performance(settings, champion, batch, schema, config)
-    verdict = judge_drift(columns, config, performance.decay if performance else None, history.verdicts)
+    verdict = judge_drift(columns, config, performance, history.verdicts)
 
     # Evidence (Evidently report, MLflow run), recorded before the alert is sent
     report_path, details = write_report(reference, batch, schema, config, settings.reports_dir)

@@ -27,6 +27,7 @@ from core.drift import (
     time_stratified_sample,
 )
 from core.drift_stats import ColumnSummary, StreamedBatch, summarise_stream
+from core.results import BatchPerformance
 from core.validation import DataSchema, validate_table
 from tasks.ingest import iter_source_batches
 from tasks.settings import Settings
@@ -112,11 +113,15 @@ def detect_drift(
 
 @task(name="decide-drift", cache_policy=NO_CACHE)
 def judge_drift(
-    columns: list[ColumnDrift], config: PipelineConfig, decay: float | None, history: list[bool]
+    columns: list[ColumnDrift],
+    config: PipelineConfig,
+    performance: BatchPerformance | None,
+    history: list[bool],
 ) -> DriftVerdict:
     """The drift verdict as a task of the flow (see `core.drift.drift_verdict`), naming borderline
     columns."""
-    verdict = drift_verdict(columns, config.drift, decay, history)
+    decay, probe = (performance.decay, performance.probe) if performance else (None, None)
+    verdict = drift_verdict(columns, config.drift, decay, history, probe)
     note = borderline_note(columns)
     if note:
         verdict = replace(verdict, reasons=[*verdict.reasons, note])

@@ -22,6 +22,7 @@ from core.errors import BadInputError
 from core.metrics import score
 from core.results import BatchPerformance, DriftSummary
 from core.secrets import redact_url
+from core.trigger import probe_batch
 from core.validation import DataSchema
 from tasks.options import io_edge_options
 from tasks.publish import AlertPlan
@@ -174,7 +175,8 @@ def measure_performance(
     schema: DataSchema,
     config: PipelineConfig,
 ) -> BatchPerformance | None:
-    """The champion's metric on a labelled batch against its own test metric (None without labels)."""
+    """The champion's metric on a labelled batch against its own test metric, and the retrain-gain
+    probe (`core.trigger`) on it; None without labels."""
     if schema.target not in batch:
         return None
     labelled = batch[batch[schema.target].notna()]
@@ -186,7 +188,9 @@ def measure_performance(
     test_tag = champion.tags.get(f"test_{metric}")
     test_value = float(test_tag) if test_tag else None
     decay = performance_decay(batch_value, test_value, config.greater_is_better) if test_value else None
-    return BatchPerformance(metric, batch_value, test_value, decay)
+    return BatchPerformance(
+        metric, batch_value, test_value, decay, probe_batch(model, labelled, schema, config)
+    )
 
 
 @task(name="log-drift-evidence", **io_edge_options())

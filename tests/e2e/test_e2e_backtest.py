@@ -55,9 +55,17 @@ def test_bike_sharing_policies_beat_never(bike_csv: Path, mlflow_store: str, tmp
     assert policies["never"]["retrains"] == 0
     # 27 weekly windows from 2012-07-01; every 28 days retrains after every fourth window.
     assert policies["every:28d"]["retrains"] == (27 - 1) // 4
-    assert policies["drift"]["retrains"] >= 1
+    assert summary["windows"] == 27
     assert policies["every:28d"]["mean_metric"] < policies["never"]["mean_metric"]
-    assert policies["drift"]["mean_metric"] < policies["never"]["mean_metric"]
+    # The trigger is placed against the calendar (never and every:28d) at its own retrain count.
+    drift = policies["drift"]
+    assert 1 <= drift["retrains"] <= 27 // 2
+    calendar = [(0, policies["never"]["mean_metric"]), (6, policies["every:28d"]["mean_metric"])]
+    expected = calendar[0][1] + (calendar[1][1] - calendar[0][1]) * min(drift["retrains"], 6) / 6
+    assert drift["calendar_metric_at_same_retrains"] == pytest.approx(expected)
+    assert drift["beats_calendar"] is (drift["mean_metric"] < expected)
+    assert drift["mean_metric"] < policies["never"]["mean_metric"]
+    assert policies["never"]["beats_calendar"] is None
 
     table = pd.read_csv(summary["table"])
     assert list(table.columns) == [
@@ -77,6 +85,7 @@ def test_bike_sharing_policies_beat_never(bike_csv: Path, mlflow_store: str, tmp
     assert width >= 800 and height >= 400 and Path(summary["plot"]).stat().st_size > 30_000
     markdown = (out / "backtest.md").read_text()
     assert "| every:28d |" in markdown and "mean rmse" in markdown
+    assert "calendar at same retrains" in markdown
 
     client = MlflowClient(mlflow_store)
     experiment = client.get_experiment_by_name("bike-demand-backtest")

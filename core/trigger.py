@@ -1,0 +1,349 @@
+"""The model-aware drift trigger: would a model refreshed on a batch's older rows beat the champion?
+
+Covariate drift alone says little about whether retraining pays: a year of seasonal training data
+makes every week look drifted, while the champion already knows every season. With labels, the
+trigger asks the question retraining answers. It cuts the labelled batch in time (all of it, then
+its newest half, quarter ..., so a late change is seen soon), refreshes the champion on each older
+half in two cheap ways (its output recalibrated on those rows, and its own
+recipe refitted on them alone), and scores each against the champion on the newer half. Retraining
+helps when a challenger is better with the configured confidence (a paired moving-block bootstrap
+over the newer rows, so neighbouring hours do not count as independent evidence) by at least
+`drift.min_gain`. Both challengers see only the older rows, as a retrain would see only the past.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from sklearn.base import clone
+from sklearn.linear_model import LinearRegression, LogisticRegression
+from sklearn.pipeline import Pipeline
+
+from core.config import PipelineConfig
+from core.validation import DataSchema
+
+RESAMPLES = 400
+# The probe looks at the batch's newest rows only: enough to see a change, and its refit stays cheap
+# on a million-row batch.
+PROBE_ROWS = 20_000
+_EPS = 1e-12
+
+
+@dataclass(frozen=True)
+class GainProbe:
+    """The retrain-gain probe on one labelled batch: the better challenger against the champion."""
+
+    metric: str
+    challenger: str
+    fit_rows: int
+    scored_rows: int
+    champion_metric: float
+    challenger_metric: float
+    gain: float
+    gain_low: float
+    confidence: float
+    min_gain: float
+    significant: bool
+
+    def reason_line(self) -> str:
+        """The probe's line in the verdict's reasons."""
+        verdict = "retraining helps" if self.significant else "retraining would not help"
+        return (
+            f"retrain-gain probe: {verdict}: a {self.challenger} challenger fitted on "
+            f"{self.fit_rows} older rows of the batch scores {self.metric} "
+            f"{self.challenger_metric:.4g} against the champion's {self.champion_metric:.4g} "
+            f"on the {self.scored_rows} newer rows "
+            f"(gain {self.gain:+.1%}, {self.confidence:.0%} lower bound {self.gain_low:+.1%}, "
+            f"needed > {self.min_gain:+.1%})"
+        )
+
+
+@dataclass(frozen=True)
+class Predictions:
+    """What a model says about some rows: labels or values, and class probabilities for classifiers."""
+
+    values: np.ndarray
+    proba: np.ndarray | None = None
+
+
+def split_in_time(
+    batch: pd.DataFrame, time_column: str | None, max_rows: int = PROBE_ROWS
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The older and the newer half of the batch's newest `max_rows` rows (by `time_column`, else
+    by row order)."""
+    ordered = batch
+    if time_column and time_column in batch:
+        ordered = batch.iloc[np.argsort(pd.to_datetime(batch[time_column]).to_numpy(), kind="stable")]
+    ordered = ordered.iloc[-max_rows:]
+    half = len(ordered) // 2
+    return ordered.iloc[:half], ordered.iloc[half:]
+
+
+def predict(model: Pipeline, frame: pd.DataFrame, schema: DataSchema, task_kind: str) -> Predictions:
+    """The model's predictions (and probabilities for classifiers) on `frame`."""
+    features = frame[schema.model_inputs]
+    if task_kind == "regression":
+        return Predictions(np.asarray(model.predict(features), dtype=float))
+    proba = model.predict_proba(features) if hasattr(model, "predict_proba") else None
+    return Predictions(np.asarray(model.predict(features)), proba)
+
+
+def recalibrate(
+    champion_older: Predictions,
+    champion_newer: Predictions,
+    y_older: np.ndarray,
+    classes: np.ndarray | None,
+) -> Predictions | None:
+    """The champion's output refitted to the older rows' labels, applied to the newer rows.
+
+    Regression: a line from prediction to target. Classification: a logistic regression on the
+    champion's log-probabilities. None when the older rows cannot fit one (a single class).
+    """
+    if classes is None:
+        line = LinearRegression().fit(champion_older.values.reshape(-1, 1), y_older)
+        return Predictions(line.predict(champion_newer.values.reshape(-1, 1)))
+    if champion_older.proba is None or champion_newer.proba is None or len(np.unique(y_older)) < 2:
+        return None
+    logits = np.log(np.clip(champion_older.proba, _EPS, 1.0))
+    calibrator = LogisticRegression(max_iter=1000).fit(logits, y_older)
+    proba_known = calibrator.predict_proba(np.log(np.clip(champion_newer.proba, _EPS, 1.0)))
+    proba = np.zeros_like(champion_newer.proba)
+    for j, label in enumerate(calibrator.classes_):
+        proba[:, int(np.flatnonzero(classes == label)[0])] = proba_known[:, j]
+    return Predictions(classes[np.argmax(proba, axis=1)], proba)
+
+
+def refit(
+    champion: Pipeline, older: pd.DataFrame, newer: pd.DataFrame, schema: DataSchema, task_kind: str
+) -> Predictions | None:
+    """The champion's own recipe (preprocessing, algorithm, parameters) fitted on the older rows alone."""
+    y = older[schema.target]
+    if task_kind == "classification" and y.nunique() < 2:
+        return None
+    model = clone(champion).fit(older[schema.model_inputs], y)
+    if task_kind == "classification" and len(model.classes_) != len(champion.classes_):
+        return None  # fewer classes than the champion: probabilities do not line up
+    return predict(model, newer, schema, task_kind)
+
+
+def block_indices(rows: int, resamples: int, seed: int) -> np.ndarray:
+    """Moving-block bootstrap positions (`resamples` x `rows`), blocks of about sqrt(rows) in time order."""
+    block = max(1, round(np.sqrt(rows)))
+    blocks = -(-rows // block)
+    rng = np.random.default_rng(seed)
+    starts = rng.integers(0, rows - block + 1, size=(resamples, blocks))
+    return (starts[:, :, None] + np.arange(block)).reshape(resamples, -1)[:, :rows]
+
+
+def metric_samples(
+    metric: str, y: np.ndarray, predictions: Predictions, classes: np.ndarray | None, index: np.ndarray
+) -> np.ndarray:
+    """The metric on each resample (rows of `index`), vectorised."""
+    p = predictions.values
+    if metric in {"rmse", "mae", "mape", "r2"}:
+        y, p = y.astype(float), p.astype(float)
+        if metric == "rmse":
+            return np.sqrt(((y - p) ** 2)[index].mean(axis=1))
+        if metric == "mae":
+            return np.abs(y - p)[index].mean(axis=1)
+        if metric == "mape":
+            nonzero = y != 0
+            ape = np.where(nonzero, np.abs(y - p) / np.where(nonzero, np.abs(y), 1.0), 0.0)
+            return ape[index].sum(axis=1) / np.maximum(nonzero[index].sum(axis=1), 1)
+        yy = y[index]
+        total = ((yy - yy.mean(axis=1, keepdims=True)) ** 2).sum(axis=1)
+        return 1.0 - ((yy - p[index]) ** 2).sum(axis=1) / np.maximum(total, _EPS)
+    if metric == "accuracy":
+        return (y == p)[index].mean(axis=1)
+    if metric == "f1_macro":
+        scores, present = np.zeros(index.shape[0]), np.zeros(index.shape[0])
+        for label in classes if classes is not None else np.unique(y):
+            truth, said = (y == label)[index], (p == label)[index]
+            tp = (truth & said).sum(axis=1)
+            wrong = (truth ^ said).sum(axis=1)
+            seen = (tp + wrong) > 0
+            scores += np.where(seen, 2 * tp / np.maximum(2 * tp + wrong, 1), 0.0)
+            present += seen
+        return scores / np.maximum(present, 1)
+    if predictions.proba is None or classes is None:
+        return np.full(index.shape[0], np.nan)
+    position = np.searchsorted(classes, y) if np.all(np.sort(classes) == classes) else None
+    if position is None:
+        position = np.array([int(np.flatnonzero(classes == v)[0]) for v in y])
+    if metric == "log_loss":
+        losses = -np.log(np.clip(predictions.proba[np.arange(len(y)), position], _EPS, 1.0))
+        return losses[index].mean(axis=1)
+    from sklearn.metrics import roc_auc_score  # roc_auc: no vectorised form, one call per resample
+
+    scores = predictions.proba[:, 1] if len(classes) == 2 else predictions.proba
+    values = []
+    for rows in index:
+        try:
+            values.append(
+                roc_auc_score(y[rows], scores[rows], multi_class="ovr", labels=classes)
+                if len(classes) > 2
+                else roc_auc_score(y[rows], scores[rows])
+            )
+        except ValueError:  # a resample with one class
+            values.append(np.nan)
+    return np.asarray(values)
+
+
+def relative_gain(champion: np.ndarray | float, challenger: np.ndarray | float, greater: bool) -> np.ndarray:
+    """How much better the challenger is, relative to the champion (> 0: better)."""
+    champion, challenger = np.asarray(champion, dtype=float), np.asarray(challenger, dtype=float)
+    change = (challenger - champion) if greater else (champion - challenger)
+    return change / np.maximum(np.abs(champion), _EPS)
+
+
+@dataclass(frozen=True)
+class ChallengerEvidence:
+    """One challenger against the champion on the newer rows, with the gain of every resample."""
+
+    name: str
+    fit_rows: int
+    scored_rows: int
+    champion_metric: float
+    challenger_metric: float
+    gain: float
+    gain_samples: np.ndarray
+
+
+@dataclass(frozen=True)
+class GainEvidence:
+    """What the probe measured on one batch, before any confidence level is applied."""
+
+    metric: str
+    challengers: tuple[ChallengerEvidence, ...]
+
+
+def compare(
+    name: str,
+    metric: str,
+    greater: bool,
+    y: np.ndarray,
+    champion: Predictions,
+    challenger: Predictions,
+    classes: np.ndarray | None,
+    index: np.ndarray,
+    fit_rows: int,
+) -> ChallengerEvidence:
+    """One challenger against the champion: the metrics on all rows and the gain on each resample."""
+    full = np.arange(len(y))[None, :]
+    champion_value = float(metric_samples(metric, y, champion, classes, full)[0])
+    challenger_value = float(metric_samples(metric, y, challenger, classes, full)[0])
+    samples = relative_gain(
+        metric_samples(metric, y, champion, classes, index),
+        metric_samples(metric, y, challenger, classes, index),
+        greater,
+    )
+    gain = float(relative_gain(champion_value, challenger_value, greater))
+    return ChallengerEvidence(
+        name, fit_rows, len(y), champion_value, challenger_value, gain, samples[np.isfinite(samples)]
+    )
+
+
+def suffix_lengths(rows: int, min_rows: int) -> list[int]:
+    """The newest rows the probe cuts in two: all of them, then the newest half, quarter ... (>= min_rows).
+
+    A change late in a long batch is only learnable from the rows after it: a shorter suffix puts
+    them in its older half.
+    """
+    lengths = []
+    while rows >= min_rows:
+        lengths.append(rows)
+        rows //= 2
+    return lengths
+
+
+def measure_gain(
+    champion: Pipeline,
+    batch: pd.DataFrame,
+    schema: DataSchema,
+    task_kind: str,
+    metric: str,
+    greater: bool,
+    min_rows: int,
+    seed: int,
+) -> GainEvidence | None:
+    """Both challengers against the champion on each suffix of a labelled batch; None below
+    `min_rows` labels."""
+    labelled = batch[batch[schema.target].notna()] if schema.target in batch else batch.iloc[:0]
+    if len(labelled) < min_rows:
+        return None
+    ordered = pd.concat(split_in_time(labelled, schema.time_column))
+    classes = None if task_kind == "regression" else np.asarray(champion.classes_)
+    champion_all = predict(champion, ordered, schema, task_kind)
+    found = []
+    for length in suffix_lengths(len(ordered), min_rows):
+        start, middle = len(ordered) - length, len(ordered) - length + length // 2
+        older, newer = ordered.iloc[start:middle], ordered.iloc[middle:]
+        champion_older = Predictions(
+            champion_all.values[start:middle],
+            None if champion_all.proba is None else champion_all.proba[start:middle],
+        )
+        champion_newer = Predictions(
+            champion_all.values[middle:], None if champion_all.proba is None else champion_all.proba[middle:]
+        )
+        challengers = {
+            "recalibrated": recalibrate(
+                champion_older, champion_newer, older[schema.target].to_numpy(), classes
+            ),
+            "refitted": refit(champion, older, newer, schema, task_kind),
+        }
+        index = block_indices(len(newer), RESAMPLES, seed)
+        y_newer = newer[schema.target].to_numpy()
+        found += [
+            compare(name, metric, greater, y_newer, champion_newer, predictions, classes, index, len(older))
+            for name, predictions in challengers.items()
+            if predictions is not None
+        ]
+    return GainEvidence(metric, tuple(found)) if found else None
+
+
+def judge_gain(evidence: GainEvidence, confidence: float, min_gain: float) -> GainProbe:
+    """The best challenger by its lower confidence bound, each tested at its Bonferroni share of the
+    error (two challengers on each suffix)."""
+    alpha = (1.0 - confidence) / len(evidence.challengers)
+
+    def lower_bound(challenger: ChallengerEvidence) -> float:
+        samples = challenger.gain_samples
+        return float(np.quantile(samples, alpha)) if samples.size else float("-inf")
+
+    best = max(evidence.challengers, key=lower_bound)
+    low = lower_bound(best)
+    return GainProbe(
+        metric=evidence.metric,
+        challenger=best.name,
+        fit_rows=best.fit_rows,
+        scored_rows=best.scored_rows,
+        champion_metric=best.champion_metric,
+        challenger_metric=best.challenger_metric,
+        gain=best.gain,
+        gain_low=low,
+        confidence=confidence,
+        min_gain=min_gain,
+        significant=bool(low > min_gain),
+    )
+
+
+def probe_batch(
+    champion: Pipeline, batch: pd.DataFrame, schema: DataSchema, config: PipelineConfig
+) -> GainProbe | None:
+    """The probe with the config's settings (None when `drift.gain_probe` is off or labels are few)."""
+    drift = config.drift
+    if not drift.gain_probe:
+        return None
+    evidence = measure_gain(
+        champion,
+        batch,
+        schema,
+        config.task,
+        config.metric.name,
+        config.greater_is_better,
+        drift.probe_min_rows,
+        config.tuning.seed,
+    )
+    return judge_gain(evidence, drift.confidence, drift.min_gain) if evidence else None
