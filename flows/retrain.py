@@ -283,5 +283,5 @@ def unchanged_summary(
         champion_version=champion.version,
         trigger=trigger,
     )
-    publish_summary(summary)
+    publish_summary(summary, links=run_links(settings, run_id, config.name, champion.version))
     return summary

@@ -188,7 +188,7 @@ class Stack:
         return last_json_line(result.stdout)
 
     def deployment_id(self, role: str) -> Any:
-        flow = "drift-check" if role == "drift_check" else "retrain"
+        flow = {"drift_check": "drift-check", "score": "score"}.get(role, "retrain")
         with self.prefect() as client:
             return client.read_deployment_by_name(f"{flow}/{self.deployments[role]}").id
 

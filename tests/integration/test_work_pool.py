@@ -248,21 +248,26 @@ def test_notifications_post_through_prefect_automations(server: Server, receiver
     database = b"".join(path.read_bytes() for path in (server.work / "prefect-server").rglob("*.db*"))
     assert b"retrain-notify-it-notify-promoted" in database and token.encode() not in database
 
-    time.sleep(2)  # the triggers service loads new automations every few seconds
-    with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
-        emit_event(
-            event="retrain.model.promoted",
-            resource={"prefect.resource.id": f"retrain.model.{name}", "prefect.resource.name": name},
-            payload={"version": "7", "previous_version": "6"},
-        )
-        EventsWorker.drain_all(timeout=10)
+    # The triggers service loads new automations every few seconds (later on a busy machine):
+    # announce the promotion until its notification arrives.
+    deadline = time.monotonic() + 90
+    while not Receiver.received and time.monotonic() < deadline:
+        with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
+            emit_event(
+                event="retrain.model.promoted",
+                resource={"prefect.resource.id": f"retrain.model.{name}", "prefect.resource.name": name},
+                payload={"version": "7", "previous_version": "6"},
+            )
+            EventsWorker.drain_all(timeout=10)
+        wait_for_posts(1, timeout=5)
+    announced = len(Receiver.received)
     failing = (
         "from prefect import flow, tags\n"
         "@flow(name='fails')\ndef fails():\n    raise RuntimeError('planted failure')\n"
         f"with tags('retrain', {name!r}):\n    fails(return_state=True)\n"
     )
     subprocess.run([sys.executable, "-c", failing], env=server.env(), timeout=120, capture_output=True)
-    posts = wait_for_posts(2)
+    posts = wait_for_posts(announced + 1, timeout=90)
     assert {path for path, _ in posts} == {f"/hooks/{token}"}, posts
     by_subject = {body["subject"]: body for _, body in posts}
     assert set(by_subject) == {f"retrain {name}: promoted", f"retrain {name}: run_failed"}, posts
