@@ -135,10 +135,7 @@ def run(
     from flows.retrain import retrain_flow
 
     result = run_flow(lambda: retrain_flow(pipeline_config), debug)
-    if as_json:
-        print_json(result)
-    else:
-        print_summary(result, Settings.from_environment().tracking_uri)
+    show(result, as_json, lambda summary: print_summary(summary, Settings.from_environment().tracking_uri))
 
 
 @app.command()
@@ -159,10 +156,7 @@ def drift(
 
     batch = DataConfig(source=current, query=current_query) if current else None
     result = run_flow(lambda: drift_check_flow(pipeline_config, batch), debug)
-    if as_json:
-        print_json(result)
-    else:
-        print_drift_summary(result)
+    show(result, as_json, print_drift_summary)
 
 
 @app.command()

@@ -86,8 +86,9 @@ def test_scheduled_deployment_runs_and_links_its_mlflow_run(stack: Stack) -> Non
     assert runs[0].info.status == "FINISHED"
     assert runs[0].data.tags["trigger"] == "schedule"
     assert "mlflow.parentRunId" not in runs[0].data.tags  # the flow's run, not a tuning trial
-    # Same data and config as the champion: the run registers nothing and says so.
-    assert runs[0].data.tags["decision"] == "identical"
+    # The champion's rows from another file (another data.source, so another config fingerprint):
+    # trained again, the challenger cannot beat it by the margin.
+    assert runs[0].data.tags["decision"] == "rejected"
 
 
 @pytest.fixture(scope="module")
@@ -177,7 +178,7 @@ def test_drift_retrain_completes_and_becomes_the_champion(stack: Stack, drift_re
     assert run.data.tags["trigger"] == drift_retrain.parameters["trigger"]
     assert previous.version == stack.champion["model_version"]
     assert previous.tags["prefect_flow_run_id"] == stack.champion["prefect_flow_run_id"]
-    assert int(champion.version) == int(previous.version) + 1  # the scheduled run registered nothing
+    assert int(champion.version) == int(previous.version) + 2  # v2 is the scheduled run's challenger
 
 
 def test_concurrent_runs_on_the_postgres_backed_servers_promote_exactly_one(
