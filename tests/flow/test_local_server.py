@@ -15,11 +15,10 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-import yaml
 
 from cli.servers import LocalServer, free_port, local_prefect_server, running_local_server
 from cli.watchdog import start_time
-from conftest import synthetic_frame
+from conftest import write_tiny_cli_config
 from tasks.settings import Settings
 
 RETRAIN = [sys.executable, "-m", "cli"]
@@ -39,18 +38,7 @@ def test_a_command_runs_its_flow_on_the_local_server_of_its_folder(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    synthetic_frame(rows=200).to_csv(tmp_path / "data.csv", index=False)
-    config = {
-        "name": "local-server-model",
-        "task": "regression",
-        "target": "y",
-        "time_column": "day",
-        "data": {"source": str(tmp_path / "data.csv")},
-        "candidates": {"linear": {}},
-        "tuning": {"n_trials": 1},
-        "split": {"min_rows": 10},
-    }
-    (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
+    write_tiny_cli_config(tmp_path, "local-server-model", tuning={"n_trials": 1})
     settings = Settings.from_environment({})
 
     with local_prefect_server(settings, free_port(4330), owner="retrain dashboard") as api_url:
@@ -58,7 +46,7 @@ def test_a_command_runs_its_flow_on_the_local_server_of_its_folder(
             **json.loads(settings.local_server_file.read_text())
         )
         completed = subprocess.run(
-            [*RETRAIN, "run", "--config", "c.yaml", "--json"],
+            [*RETRAIN, "run", "--config", "config.yaml", "--json"],
             cwd=tmp_path,
             env=command_environment(),
             capture_output=True,
