@@ -7,7 +7,8 @@ validation window, the best refit on train+validation and one test score. It sha
 the pipeline.
 
 Both sides run as fresh processes, everything included (imports; for the pipeline Prefect, MLflow
-logging and registration), after one warm-up run each in the same folder (as a user's second run).
+logging and registration), after one warm-up run each in the same folder (as a user's second run;
+the pipeline's warm-up leaves out the last row, so the timed run trains and meets a champion).
 Prints both sides' test metric and wall time and the targets of issue 14.
 
 Usage: python benchmarks/quality.py [--datasets bike,car_loan] [--shared DIR]
@@ -164,8 +165,13 @@ def main() -> None:
             "--json",
         ]
         plain = [sys.executable, str(Path(__file__).resolve()), "--plain", name, "--shared", args.shared]
-        for command in (pipeline, plain):  # warm-up: fresh stores, file cache
-            timed(command, work, env)
+        # Warm-up (fresh stores, file cache). The pipeline's leaves out the last row of the file:
+        # a rerun on the champion's own data registers nothing, and the timed run must train.
+        warm_up = work / f"warm-up-{file}"
+        lines = Path(csv).read_text().splitlines(keepends=True)
+        warm_up.write_text("".join(lines[:-1]))
+        timed([*pipeline[:-2], str(warm_up), "--json"], work, env)
+        timed(plain, work, env)
         pipeline_s, pipeline_out = timed(pipeline, work, env)
         plain_s, plain_out = timed(plain, work, env)
         rows.append(

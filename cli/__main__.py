@@ -1,5 +1,5 @@
 """`python -m cli` runs the `retrain` command line."""
 
-from cli.app import main
+from cli.entry import main
 
 main()

@@ -267,53 +267,79 @@ def measure_gain(
     greater: bool,
     min_rows: int,
     seed: int,
+    stop_when_significant: tuple[float, float] | None = None,
 ) -> GainEvidence | None:
     """Both challengers against the champion on each suffix of a labelled batch; None below
-    `min_rows` labels."""
+    `min_rows` labels.
+
+    The cheap recalibrations come first. With `stop_when_significant` (confidence, min_gain), the
+    refits are skipped when a recalibration alone already clears the bar at the Bonferroni share of
+    every planned challenger: the full evidence could only say "significant" too.
+    """
     labelled = batch[batch[schema.target].notna()] if schema.target in batch else batch.iloc[:0]
     if len(labelled) < min_rows:
         return None
     ordered = pd.concat(split_in_time(labelled, schema.time_column))
     classes = None if task_kind == "regression" else np.asarray(champion.classes_)
     champion_all = predict(champion, ordered, schema, task_kind)
-    found = []
+    y_all = ordered[schema.target].to_numpy()
+    suffixes = []
     for length in suffix_lengths(len(ordered), min_rows):
         start, middle = len(ordered) - length, len(ordered) - length + length // 2
-        older, newer = ordered.iloc[start:middle], ordered.iloc[middle:]
-        champion_older = Predictions(
-            champion_all.values[start:middle],
-            None if champion_all.proba is None else champion_all.proba[start:middle],
+        suffixes.append((start, middle, block_indices(len(ordered) - middle, RESAMPLES, seed)))
+
+    def champion_on(rows: slice) -> Predictions:
+        return Predictions(
+            champion_all.values[rows], None if champion_all.proba is None else champion_all.proba[rows]
         )
-        champion_newer = Predictions(
-            champion_all.values[middle:], None if champion_all.proba is None else champion_all.proba[middle:]
+
+    def against_champion(
+        name: str, predictions: Predictions, start: int, middle: int, index: np.ndarray
+    ) -> ChallengerEvidence:
+        newer = slice(middle, None)
+        return compare(
+            name,
+            metric,
+            greater,
+            y_all[newer],
+            champion_on(newer),
+            predictions,
+            classes,
+            index,
+            middle - start,
         )
-        challengers = {
-            "recalibrated": recalibrate(
-                champion_older, champion_newer, older[schema.target].to_numpy(), classes
-            ),
-            "refitted": refit(champion, older, newer, schema, task_kind),
-        }
-        index = block_indices(len(newer), RESAMPLES, seed)
-        y_newer = newer[schema.target].to_numpy()
-        found += [
-            compare(name, metric, greater, y_newer, champion_newer, predictions, classes, index, len(older))
-            for name, predictions in challengers.items()
-            if predictions is not None
-        ]
+
+    found = []
+    for start, middle, index in suffixes:
+        recalibrated = recalibrate(
+            champion_on(slice(start, middle)), champion_on(slice(middle, None)), y_all[start:middle], classes
+        )
+        if recalibrated is not None:
+            found.append(against_champion("recalibrated", recalibrated, start, middle, index))
+    if stop_when_significant and found:
+        confidence, min_gain = stop_when_significant
+        alpha = (1.0 - confidence) / (2 * len(suffixes))
+        if any(lower_bound(evidence, alpha) > min_gain for evidence in found):
+            return GainEvidence(metric, tuple(found))
+    for start, middle, index in suffixes:
+        refitted = refit(champion, ordered.iloc[start:middle], ordered.iloc[middle:], schema, task_kind)
+        if refitted is not None:
+            found.append(against_champion("refitted", refitted, start, middle, index))
     return GainEvidence(metric, tuple(found)) if found else None
+
+
+def lower_bound(challenger: ChallengerEvidence, alpha: float) -> float:
+    """The challenger's one-sided lower confidence bound on the gain at error `alpha`."""
+    samples = challenger.gain_samples
+    return float(np.quantile(samples, alpha)) if samples.size else float("-inf")
 
 
 def judge_gain(evidence: GainEvidence, confidence: float, min_gain: float) -> GainProbe:
     """The best challenger by its lower confidence bound, each tested at its Bonferroni share of the
     error (two challengers on each suffix)."""
     alpha = (1.0 - confidence) / len(evidence.challengers)
-
-    def lower_bound(challenger: ChallengerEvidence) -> float:
-        samples = challenger.gain_samples
-        return float(np.quantile(samples, alpha)) if samples.size else float("-inf")
-
-    best = max(evidence.challengers, key=lower_bound)
-    low = lower_bound(best)
+    best = max(evidence.challengers, key=lambda challenger: lower_bound(challenger, alpha))
+    low = lower_bound(best, alpha)
     return GainProbe(
         metric=evidence.metric,
         challenger=best.name,
@@ -345,5 +371,6 @@ def probe_batch(
         config.greater_is_better,
         drift.probe_min_rows,
         config.tuning.seed,
+        stop_when_significant=(drift.confidence, drift.min_gain),
     )
     return judge_gain(evidence, drift.confidence, drift.min_gain) if evidence else None

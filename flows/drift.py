@@ -14,7 +14,7 @@ from core.drift_stats import ColumnSummary
 from core.results import DriftSummary
 from core.tables import columns_to_read, fingerprint
 from core.validation import DataSchema
-from tasks.drift import detect_drift, judge_drift, select_batch, stream_batch, write_report
+from tasks.drift import detect_drift, judge_drift, select_batch, stream_batch
 from tasks.faults import reach
 from tasks.ingest import ingest, streams
 from tasks.monitoring import (
@@ -31,6 +31,8 @@ from tasks.publish import emit_drift_event, plan_alert, publish_drift_summary
 from tasks.recovery import recover
 from tasks.redaction import protect_secrets
 from tasks.registry import ChampionInfo, find_champion
+from tasks.report import write_report
+from tasks.report_helper import ReportWorker
 from tasks.settings import Settings, run_config
 from tasks.tracking import run_links
 from tasks.validate import validate
@@ -51,6 +53,15 @@ def drift_check_flow(config: PipelineConfig | str, current: DataConfig | None = 
     config = run_config(config)
     protect_secrets(config)
     settings = Settings.from_environment()
+    # The report's helper process starts first: it imports Evidently while the batch is tested
+    with ReportWorker() as report_worker:
+        return check_batch(settings, config, current, report_worker)
+
+
+def check_batch(
+    settings: Settings, config: PipelineConfig, current: DataConfig | None, report_worker: ReportWorker
+) -> DriftSummary:
+    """The check itself (see `drift_check_flow`), its report drawn by `report_worker`."""
     recover(settings, config)
     # The champion and exactly what it was trained on
     champion = require_champion(settings, find_champion(settings, config.name), config.name)
@@ -68,13 +79,15 @@ def drift_check_flow(config: PipelineConfig | str, current: DataConfig | None = 
     if history.same_batch_run_id:
         return report_skipped(settings, config, data_sha256, history)
 
-    # Drift on the full batch (or its summaries); with labels, performance decay and the retrain-gain probe
+    # The Evidently report drawn beside the tests; drift on the full batch (or its summaries); with
+    # labels, performance decay and the retrain-gain probe
+    report = write_report.submit(report_worker, reference, batch, schema, config, settings.reports_dir)
     columns, target = detect_drift(reference, batch, schema, config, streamed)
     performance = measure_performance(settings, champion, batch, schema, config)
     verdict = judge_drift(columns, config, performance, history.verdicts)
 
     # Evidence (Evidently report, MLflow run), recorded before the alert is sent
-    report_path, details = write_report(reference, batch, schema, config, settings.reports_dir)
+    report_path, details = report.result()
     alert = plan_alert(config, verdict, report_path.as_uri(), history.last_alert_at)
     summary = DriftSummary(
         drift_detected=verdict.drift_detected,

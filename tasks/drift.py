@@ -1,11 +1,8 @@
-"""Prefect tasks of the drift check: pick the batch (or stream it), test it, give the verdict, draw
-the report."""
+"""Prefect tasks of the drift check: pick the batch (or stream it), test it, give the verdict."""
 
 from __future__ import annotations
 
 from dataclasses import replace
-from pathlib import Path
-from typing import Any
 
 import pandas as pd
 from prefect import get_run_logger, task
@@ -19,12 +16,10 @@ from core.drift import (
     detect_columns,
     detect_columns_summarised,
     drift_verdict,
-    evidently_report,
     no_newer_rows,
     rows_after,
     summarised_target,
     target_drift,
-    time_stratified_sample,
 )
 from core.drift_stats import ColumnSummary, StreamedBatch, summarise_stream
 from core.results import BatchPerformance
@@ -129,17 +124,3 @@ def judge_drift(
         "Drift %s: %s", "detected" if verdict.drift_detected else "not detected", verdict.reasons
     )
     return verdict
-
-
-@task(name="write-drift-report", cache_policy=NO_CACHE)
-def write_report(
-    reference: pd.DataFrame, batch: pd.DataFrame, schema: DataSchema, config: PipelineConfig, out_dir: Path
-) -> tuple[Path, dict[str, Any]]:
-    """The Evidently HTML report on a time-stratified sample, and its JSON summary."""
-    sample = time_stratified_sample(batch, config.time_column, config.drift.report_rows)
-    snapshot = evidently_report(reference, sample, schema, config.drift)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    stamp = pd.Timestamp.now(tz="UTC").strftime("%Y%m%dT%H%M%S%f")
-    path = (out_dir / f"drift-{config.name}-{stamp}.html").resolve()
-    snapshot.save_html(str(path))
-    return path, {"report_rows": len(sample), "evidently": snapshot.dict()}
