@@ -54,7 +54,7 @@ def drift_check_flow(config: PipelineConfig | str, current: DataConfig | None = 
     protect_secrets(config)
     settings = Settings.from_environment()
     # The report's helper process starts first: it imports Evidently while the batch is tested
-    with ReportWorker() as report_worker:
+    with ReportWorker.for_this_process() as report_worker:
         return check_batch(settings, config, current, report_worker)
 
 

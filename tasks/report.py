@@ -34,10 +34,13 @@ def write_report(
     stamp = pd.Timestamp.now(tz="UTC").strftime("%Y%m%dT%H%M%S%f")
     path = (out_dir / f"drift-{config.name}-{stamp}.html").resolve()
     details = worker.draw(reference, sample, schema, config, path)
-    if details is None:
+    if details is not None:
+        get_run_logger().info("Report of %d rows drawn by its helper process", len(sample))
+    else:
         if worker.closed:
             raise RuntimeError("the drift check ended before its report was drawn")
-        get_run_logger().warning("Drawing the report in this process: %s", worker.failure)
+        log = get_run_logger().info if worker.process is None else get_run_logger().warning
+        log("Drawing the report in this process: %s", worker.failure)
         snapshot = evidently_report(reference, sample, schema, config.drift)
         snapshot.save_html(str(path))
         details = snapshot.dict()

@@ -35,7 +35,8 @@ class ReportWorker:
 
     command = ("-m", "tasks.report_worker")
 
-    def __init__(self) -> None:
+    def __init__(self, spawn: bool = True) -> None:
+        self.spawn_helper = spawn
         self.folder = Path(tempfile.mkdtemp(prefix="retrain-report-"))
         self.log = self.folder / "worker.log"
         self.process: subprocess.Popen[bytes] | None = None
@@ -44,14 +45,28 @@ class ReportWorker:
 
     def __enter__(self) -> ReportWorker:
         early = _EARLY.pop() if _EARLY else None
-        if early is not None and early.command == self.command and early.process.poll() is None:
+        if (
+            early is not None
+            and self.spawn_helper
+            and early.command == self.command
+            and early.process.poll() is None
+        ):
             shutil.rmtree(self.folder, ignore_errors=True)
             self.folder, self.log, self.process = early.folder, early.log, early.process
             return self
         if early is not None:
             early.__exit__(None, None, None)  # dead, or started for another helper command
-        self.process = self.spawn()
+        self.process = self.spawn() if self.spawn_helper else None
         return self
+
+    @classmethod
+    def for_this_process(cls) -> ReportWorker:
+        """A helper, unless Evidently is already imported here (a warm process, such as a test
+        session or a benchmark): then the report is drawn in this process, at no import cost."""
+        worker = cls(spawn="evidently" not in sys.modules)
+        if not worker.spawn_helper:
+            worker.failure = "Evidently is already imported in this process"
+        return worker
 
     def spawn(self) -> subprocess.Popen[bytes] | None:
         """The helper process, importing Evidently and then waiting for its request (None: it could

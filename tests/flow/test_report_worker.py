@@ -76,3 +76,13 @@ def test_the_helper_never_outlives_its_check(tmp_path: Path) -> None:
         assert process is not None and process.poll() is None  # importing Evidently, waiting
     assert process.poll() is not None
     assert not folder.exists()
+
+
+def test_a_process_that_has_evidently_draws_the_report_itself(tmp_path: Path) -> None:
+    import evidently  # noqa: F401  (a warm process: a test session, a benchmark)
+
+    config = make_config(tmp_path / "unused.csv", name="report-warm")
+    with ReportWorker.for_this_process() as worker:
+        assert worker.process is None  # no second Evidently import in a helper
+        path, details = report_flow(worker, frame(1500, 1), frame(800, 2), config, tmp_path / "reports")
+    assert path.is_file() and details["evidently"]["metrics"]
