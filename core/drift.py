@@ -239,9 +239,11 @@ def time_stratified_sample(frame: pd.DataFrame, time_column: str | None, rows: i
     """Up to `rows` rows spread evenly over the batch in time order (deterministic)."""
     if len(frame) <= rows:
         return frame
-    ordered = frame.sort_values(time_column, kind="stable") if time_column and time_column in frame else frame
-    positions = np.linspace(0, len(ordered) - 1, rows).round().astype(int)
-    return ordered.iloc[positions]
+    positions = np.linspace(0, len(frame) - 1, rows).round().astype(int)
+    if time_column and time_column in frame:
+        # Only the chosen rows are taken: reordering a whole million-row frame costs more than its sort.
+        positions = np.argsort(frame[time_column].to_numpy(), kind="stable")[positions]
+    return frame.iloc[positions]
 
 
 def evidently_report(

@@ -79,10 +79,10 @@ def check_batch(
     if history.same_batch_run_id:
         return report_skipped(settings, config, data_sha256, history)
 
-    # The Evidently report drawn beside the tests; drift on the full batch (or its summaries); with
+    # Drift on the full batch (or its summaries); the Evidently report drawn beside the rest; with
     # labels, performance decay and the retrain-gain probe
-    report = write_report.submit(report_worker, reference, batch, schema, config, settings.reports_dir)
     columns, target = detect_drift(reference, batch, schema, config, streamed)
+    report = write_report.submit(report_worker, reference, batch, schema, config, settings.reports_dir)
     performance = measure_performance(settings, champion, batch, schema, config)
     verdict = judge_drift(columns, config, performance, history.verdicts)
 
