@@ -112,12 +112,20 @@ def show(result: Result, as_json: bool, render: Callable[[Result], None]) -> Non
 
 
 def run_flow(call: Callable[[], Result], debug: bool) -> Result:
-    """Run a flow call; bad input is printed once, by the command, without Prefect's traceback."""
+    """Run a flow call; bad input is printed once, by the command, without Prefect's traceback.
+
+    The command's flow run sends no Prefect heartbeats: their thread sleeps in one-second steps
+    and the run's end waits for it (up to a second of every command), and a command that dies is
+    found by this project's own recovery (its MLflow runs carry its process) and watchdog.
+    """
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+
     if not debug:
         quiet_bad_input_on_console()
     if note := prefect_api_note():
         typer.echo(note, err=True)
-    return run_guarded(call, debug)
+    with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+        return run_guarded(call, debug)
 
 
 @app.command()

@@ -148,6 +148,13 @@ def compact_arrow_frame(frame: pd.DataFrame, protect: tuple[str, ...]) -> pd.Dat
     return pd.DataFrame(columns)
 
 
+def holds_bytes(values: pd.Series) -> bool:
+    """Whether a text column holds undecoded bytes (an all-text column is told in one C pass)."""
+    if pd.api.types.infer_dtype(values, skipna=True) in {"string", "empty"}:
+        return False
+    return bool(values.map(type).eq(bytes).any())
+
+
 def _few_distinct(values: pd.Series) -> bool:
     """Text only, with few distinct values (each distinct value is looked at once, not each row)."""
     present = values.dropna()
@@ -233,7 +240,7 @@ def read_file(
             frame = pd.read_csv(path, engine="pyarrow", usecols=selected, **backend)
         frame = compact_arrow_frame(frame, columns.protect) if data.compact_dtypes else frame
         release_arrow_memory()
-        undecoded = [c for c in frame.select_dtypes(object) if frame[c].map(type).eq(bytes).any()]
+        undecoded = [c for c in frame.select_dtypes(object) if holds_bytes(frame[c])]
         if undecoded:
             raise UnicodeDecodeError("utf-8", b"", 0, 1, f"columns {undecoded} are not UTF-8 text")
     except BadInputError:
