@@ -208,3 +208,27 @@ def test_a_late_change_in_a_long_batch_is_seen_on_a_shorter_suffix(champion) -> 
     _, probe, verdict = verdict_for(year, model, batch)
     assert verdict.drift_detected
     assert probe.fit_rows + probe.scored_rows < 900  # the whole batch's halves could not tell
+
+
+def test_the_refits_are_skipped_only_when_a_recalibration_alone_is_significant(
+    champion, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import core.trigger as trigger
+
+    _, model = champion
+    refits = []
+    original = trigger.refit
+    monkeypatch.setattr(trigger, "refit", lambda *args: refits.append(1) or original(*args))
+    shifted = seasonal(400, 6, 0.0, 1.0, shift=5.0)  # a level shift: recalibration sees it at once
+    full = measure_gain(model, shifted, SCHEMA, "regression", "rmse", False, 60, 0)
+    refits_full = len(refits)
+    early = measure_gain(model, shifted, SCHEMA, "regression", "rmse", False, 60, 0, (0.95, 0.01))
+    assert refits_full > 0 and len(refits) == refits_full  # no refit once the answer is known
+    assert {c.name for c in early.challengers} == {"recalibrated"}
+    assert judge_gain(early, 0.95, 0.01).significant and judge_gain(full, 0.95, 0.01).significant
+
+    calm = seasonal(400, 7, 0.0, 1.0)  # nothing to gain: every challenger is needed for the "no"
+    refits.clear()
+    quiet = measure_gain(model, calm, SCHEMA, "regression", "rmse", False, 60, 0, (0.95, 0.01))
+    assert len(refits) == len(suffix_lengths(400, 60))
+    assert not judge_gain(quiet, 0.95, 0.01).significant
