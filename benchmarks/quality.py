@@ -155,22 +155,19 @@ def main() -> None:
         csv = str(Path(args.shared).resolve() / file)
         work = Path(tempfile.mkdtemp(prefix=f"retrain-quality-{name}-"))
         env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "PREFECT_", "RETRAIN_"))}
-        pipeline = [
-            str(Path(sys.executable).parent / "retrain"),
-            "run",
-            "--config",
-            str(REPO / "configs" / config),
-            "--data",
-            csv,
-            "--json",
-        ]
+
+        def pipeline_on(data: str, config: str = config) -> list[str]:
+            retrain = str(Path(sys.executable).parent / "retrain")
+            return [retrain, "run", "--config", str(REPO / "configs" / config), "--data", data, "--json"]
+
+        pipeline = pipeline_on(csv)
         plain = [sys.executable, str(Path(__file__).resolve()), "--plain", name, "--shared", args.shared]
         # Warm-up (fresh stores, file cache). The pipeline's leaves out the last row of the file:
         # a rerun on the champion's own data registers nothing, and the timed run must train.
         warm_up = work / f"warm-up-{file}"
         lines = Path(csv).read_text().splitlines(keepends=True)
         warm_up.write_text("".join(lines[:-1]))
-        timed([*pipeline[:-2], str(warm_up), "--json"], work, env)
+        timed(pipeline_on(str(warm_up)), work, env)
         timed(plain, work, env)
         pipeline_s, pipeline_out = timed(pipeline, work, env)
         plain_s, plain_out = timed(plain, work, env)

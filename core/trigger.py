@@ -25,6 +25,8 @@ from core.config import PipelineConfig
 from core.validation import DataSchema
 
 RESAMPLES = 400
+# Challengers fitted on each suffix of the batch: the recalibration and the refit.
+CHALLENGERS_PER_SUFFIX = 2
 # The probe looks at the batch's newest rows only: enough to see a change, and its refit stays cheap
 # on a million-row batch.
 PROBE_ROWS = 20_000
@@ -318,7 +320,7 @@ def measure_gain(
             found.append(against_champion("recalibrated", recalibrated, start, middle, index))
     if stop_when_significant and found:
         confidence, min_gain = stop_when_significant
-        alpha = (1.0 - confidence) / (2 * len(suffixes))
+        alpha = (1.0 - confidence) / (CHALLENGERS_PER_SUFFIX * len(suffixes))
         if any(lower_bound(evidence, alpha) > min_gain for evidence in found):
             return GainEvidence(metric, tuple(found))
     for start, middle, index in suffixes:
