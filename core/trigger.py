@@ -4,8 +4,9 @@ Covariate drift alone says little about whether retraining pays: a year of seaso
 makes every week look drifted, while the champion already knows every season. With labels, the
 trigger asks the question retraining answers. It cuts the labelled batch in time (all of it, then
 its newest half, quarter ..., so a late change is seen soon), refreshes the champion on each older
-half in two cheap ways (its output recalibrated on those rows, and its own
-recipe refitted on them alone), and scores each against the champion on the newer half. Retraining
+half in three cheap ways (its output recalibrated on those rows; the champion corrected by a small
+booster fitted to its errors there, which sees a change local to some region of the features; and
+its own recipe refitted on them alone), and scores each against the champion on the newer half. Retraining
 helps when a challenger is better with the configured confidence (a paired moving-block bootstrap
 over the newer rows, so neighbouring hours do not count as independent evidence) by at least
 `drift.min_gain`. Both challengers see only the older rows, as a retrain would see only the past.
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 from sklearn.base import clone
+from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
 from sklearn.linear_model import LinearRegression, LogisticRegression
 from sklearn.pipeline import Pipeline
 
@@ -25,8 +27,11 @@ from core.config import PipelineConfig
 from core.validation import DataSchema
 
 RESAMPLES = 400
-# Challengers fitted on each suffix of the batch: the recalibration and the refit.
-CHALLENGERS_PER_SUFFIX = 2
+# The challengers fitted on each suffix of the batch, cheapest first.
+CHALLENGERS = ("recalibrated", "corrected", "refitted")
+# The correcting booster needs this many older rows: fewer leave its early stopping nothing to hold
+# out, and its errors would be noise.
+CORRECTION_MIN_ROWS = 500
 # The probe looks at the batch's newest rows only: enough to see a change, and its refit stays cheap
 # on a million-row batch.
 PROBE_ROWS = 20_000
@@ -92,6 +97,15 @@ def predict(model: Pipeline, frame: pd.DataFrame, schema: DataSchema, task_kind:
     return Predictions(np.asarray(model.predict(features)), proba)
 
 
+def in_champion_classes(proba_known: np.ndarray, known: np.ndarray, classes: np.ndarray) -> Predictions:
+    """A challenger's probabilities over the classes it saw (`known`), laid out in the champion's
+    `classes` (a class it never saw gets 0), and its labels."""
+    proba = np.zeros((len(proba_known), len(classes)))
+    for j, label in enumerate(known):
+        proba[:, int(np.flatnonzero(classes == label)[0])] = proba_known[:, j]
+    return Predictions(classes[np.argmax(proba, axis=1)], proba)
+
+
 def recalibrate(
     champion_older: Predictions,
     champion_newer: Predictions,
@@ -111,10 +125,63 @@ def recalibrate(
     logits = np.log(np.clip(champion_older.proba, _EPS, 1.0))
     calibrator = LogisticRegression(max_iter=1000).fit(logits, y_older)
     proba_known = calibrator.predict_proba(np.log(np.clip(champion_newer.proba, _EPS, 1.0)))
-    proba = np.zeros_like(champion_newer.proba)
-    for j, label in enumerate(calibrator.classes_):
-        proba[:, int(np.flatnonzero(classes == label)[0])] = proba_known[:, j]
-    return Predictions(classes[np.argmax(proba, axis=1)], proba)
+    return in_champion_classes(proba_known, calibrator.classes_, classes)
+
+
+def correction_booster(
+    task_kind: str, seed: int
+) -> HistGradientBoostingRegressor | HistGradientBoostingClassifier:
+    """The small, early-stopped booster that corrects the champion: shallow trees, large leaves."""
+    settings = {
+        "max_iter": 100,
+        "max_leaf_nodes": 15,
+        "min_samples_leaf": 40,
+        "early_stopping": True,
+        "validation_fraction": 0.2,
+        "n_iter_no_change": 10,
+        "random_state": seed,
+    }
+    if task_kind == "regression":
+        return HistGradientBoostingRegressor(**settings)
+    return HistGradientBoostingClassifier(**settings)
+
+
+def correct(
+    champion: Pipeline,
+    older: pd.DataFrame,
+    newer: pd.DataFrame,
+    champion_older: Predictions,
+    champion_newer: Predictions,
+    schema: DataSchema,
+    task_kind: str,
+    seed: int,
+) -> Predictions | None:
+    """The champion plus a booster of its errors on the older rows, applied to the newer rows.
+
+    The booster reads the champion's own preprocessed features. Regression: it learns the
+    champion's residuals, added to its prediction. Classification: it learns the label from the
+    features and the champion's log-probabilities. None when the champion is not a preprocessing
+    pipeline, the older rows are fewer than `CORRECTION_MIN_ROWS` or hold a single class.
+    """
+    y = older[schema.target].to_numpy()
+    if len(older) < CORRECTION_MIN_ROWS or not isinstance(champion, Pipeline) or len(champion.steps) < 2:
+        return None
+    features_older = np.asarray(champion[:-1].transform(older[schema.model_inputs]), dtype=float)
+    features_newer = np.asarray(champion[:-1].transform(newer[schema.model_inputs]), dtype=float)
+    booster = correction_booster(task_kind, seed)
+    if task_kind == "regression":
+        booster.fit(features_older, y.astype(float) - champion_older.values)
+        return Predictions(champion_newer.values + booster.predict(features_newer))
+    if champion_older.proba is None or champion_newer.proba is None or len(np.unique(y)) < 2:
+        return None
+    classes = np.asarray(champion.classes_)
+
+    def with_logits(features: np.ndarray, proba: np.ndarray) -> np.ndarray:
+        return np.hstack([features, np.log(np.clip(proba, _EPS, 1.0))])
+
+    booster.fit(with_logits(features_older, champion_older.proba), y)
+    proba_known = booster.predict_proba(with_logits(features_newer, champion_newer.proba))
+    return in_champion_classes(proba_known, booster.classes_, classes)
 
 
 def refit(
@@ -260,6 +327,69 @@ def suffix_lengths(rows: int, min_rows: int) -> list[int]:
     return lengths
 
 
+@dataclass(frozen=True)
+class ProbeRows:
+    """A labelled batch in time order with the champion's predictions, cut into the probe's suffixes."""
+
+    ordered: pd.DataFrame
+    y: np.ndarray
+    champion: Predictions
+    classes: np.ndarray | None
+    # (start, middle, bootstrap positions of the newer rows) per suffix: fit on [start, middle).
+    suffixes: tuple[tuple[int, int, np.ndarray], ...]
+
+    def champion_on(self, rows: slice) -> Predictions:
+        """The champion's predictions on `rows`."""
+        proba = None if self.champion.proba is None else self.champion.proba[rows]
+        return Predictions(self.champion.values[rows], proba)
+
+
+def probe_rows(
+    champion: Pipeline, labelled: pd.DataFrame, schema: DataSchema, task_kind: str, min_rows: int, seed: int
+) -> ProbeRows:
+    """The probe's view of a labelled batch: time order, the champion's predictions, the suffixes."""
+    ordered = pd.concat(split_in_time(labelled, schema.time_column))
+    suffixes = []
+    for length in suffix_lengths(len(ordered), min_rows):
+        start, middle = len(ordered) - length, len(ordered) - length + length // 2
+        suffixes.append((start, middle, block_indices(len(ordered) - middle, RESAMPLES, seed)))
+    return ProbeRows(
+        ordered,
+        ordered[schema.target].to_numpy(),
+        predict(champion, ordered, schema, task_kind),
+        None if task_kind == "regression" else np.asarray(champion.classes_),
+        tuple(suffixes),
+    )
+
+
+def challenge(
+    name: str,
+    champion: Pipeline,
+    rows: ProbeRows,
+    start: int,
+    middle: int,
+    schema: DataSchema,
+    task_kind: str,
+    seed: int,
+) -> Predictions | None:
+    """The newer rows' predictions of challenger `name` fitted on rows [start, middle)."""
+    older, newer = slice(start, middle), slice(middle, None)
+    if name == "recalibrated":
+        return recalibrate(rows.champion_on(older), rows.champion_on(newer), rows.y[older], rows.classes)
+    if name == "corrected":
+        return correct(
+            champion,
+            rows.ordered.iloc[older],
+            rows.ordered.iloc[newer],
+            rows.champion_on(older),
+            rows.champion_on(newer),
+            schema,
+            task_kind,
+            seed,
+        )
+    return refit(champion, rows.ordered.iloc[older], rows.ordered.iloc[newer], schema, task_kind)
+
+
 def measure_gain(
     champion: Pipeline,
     batch: pd.DataFrame,
@@ -271,62 +401,42 @@ def measure_gain(
     seed: int,
     stop_when_significant: tuple[float, float] | None = None,
 ) -> GainEvidence | None:
-    """Both challengers against the champion on each suffix of a labelled batch; None below
+    """Every challenger against the champion on each suffix of a labelled batch; None below
     `min_rows` labels.
 
-    The cheap recalibrations come first. With `stop_when_significant` (confidence, min_gain), the
-    refits are skipped when a recalibration alone already clears the bar at the Bonferroni share of
-    every planned challenger: the full evidence could only say "significant" too.
+    The cheapest come first: recalibrations, then corrections, then refits. With
+    `stop_when_significant` (confidence, min_gain), the later kinds are skipped once a challenger
+    already clears the bar at the Bonferroni share of every planned challenger: the full evidence
+    could only say "significant" too.
     """
     labelled = batch[batch[schema.target].notna()] if schema.target in batch else batch.iloc[:0]
     if len(labelled) < min_rows:
         return None
-    ordered = pd.concat(split_in_time(labelled, schema.time_column))
-    classes = None if task_kind == "regression" else np.asarray(champion.classes_)
-    champion_all = predict(champion, ordered, schema, task_kind)
-    y_all = ordered[schema.target].to_numpy()
-    suffixes = []
-    for length in suffix_lengths(len(ordered), min_rows):
-        start, middle = len(ordered) - length, len(ordered) - length + length // 2
-        suffixes.append((start, middle, block_indices(len(ordered) - middle, RESAMPLES, seed)))
-
-    def champion_on(rows: slice) -> Predictions:
-        return Predictions(
-            champion_all.values[rows], None if champion_all.proba is None else champion_all.proba[rows]
-        )
-
-    def against_champion(
-        name: str, predictions: Predictions, start: int, middle: int, index: np.ndarray
-    ) -> ChallengerEvidence:
-        newer = slice(middle, None)
-        return compare(
-            name,
-            metric,
-            greater,
-            y_all[newer],
-            champion_on(newer),
-            predictions,
-            classes,
-            index,
-            middle - start,
-        )
-
-    found = []
-    for start, middle, index in suffixes:
-        recalibrated = recalibrate(
-            champion_on(slice(start, middle)), champion_on(slice(middle, None)), y_all[start:middle], classes
-        )
-        if recalibrated is not None:
-            found.append(against_champion("recalibrated", recalibrated, start, middle, index))
-    if stop_when_significant and found:
-        confidence, min_gain = stop_when_significant
-        alpha = (1.0 - confidence) / (CHALLENGERS_PER_SUFFIX * len(suffixes))
-        if any(lower_bound(evidence, alpha) > min_gain for evidence in found):
-            return GainEvidence(metric, tuple(found))
-    for start, middle, index in suffixes:
-        refitted = refit(champion, ordered.iloc[start:middle], ordered.iloc[middle:], schema, task_kind)
-        if refitted is not None:
-            found.append(against_champion("refitted", refitted, start, middle, index))
+    rows = probe_rows(champion, labelled, schema, task_kind, min_rows, seed)
+    found: list[ChallengerEvidence] = []
+    for name in CHALLENGERS:
+        if stop_when_significant and found:
+            confidence, min_gain = stop_when_significant
+            alpha = (1.0 - confidence) / (len(CHALLENGERS) * len(rows.suffixes))
+            if any(lower_bound(evidence, alpha) > min_gain for evidence in found):
+                break
+        for start, middle, index in rows.suffixes:
+            predictions = challenge(name, champion, rows, start, middle, schema, task_kind, seed)
+            if predictions is not None:
+                newer = slice(middle, None)
+                found.append(
+                    compare(
+                        name,
+                        metric,
+                        greater,
+                        rows.y[newer],
+                        rows.champion_on(newer),
+                        predictions,
+                        rows.classes,
+                        index,
+                        middle - start,
+                    )
+                )
     return GainEvidence(metric, tuple(found)) if found else None
 
 
@@ -338,7 +448,7 @@ def lower_bound(challenger: ChallengerEvidence, alpha: float) -> float:
 
 def judge_gain(evidence: GainEvidence, confidence: float, min_gain: float) -> GainProbe:
     """The best challenger by its lower confidence bound, each tested at its Bonferroni share of the
-    error (two challengers on each suffix)."""
+    error (every challenger on every suffix)."""
     alpha = (1.0 - confidence) / len(evidence.challengers)
     best = max(evidence.challengers, key=lambda challenger: lower_bound(challenger, alpha))
     low = lower_bound(best, alpha)

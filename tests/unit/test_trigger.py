@@ -16,6 +16,7 @@ from core.trigger import (
     Predictions,
     block_indices,
     judge_gain,
+    lower_bound,
     measure_gain,
     metric_samples,
     probe_batch,
@@ -138,6 +139,29 @@ def test_classifier_probe_sees_a_flipped_relation() -> None:
     changed = probe_batch(model, frame(800, True, "2021-01-01"), schema, config)
     assert not same.significant
     assert changed.significant and changed.challenger_metric > changed.champion_metric
+    # On enough rows the correcting booster runs too; its classes line up with the champion's.
+    evidence = measure_gain(
+        model, frame(2000, True, "2021-01-01"), schema, "classification", "f1_macro", True, 60, 0
+    )
+    corrected = [c for c in evidence.challengers if c.name == "corrected"]
+    assert corrected and max(c.gain for c in corrected) > 0.05
+
+
+def test_a_change_in_one_corner_of_the_features_is_seen_by_the_correction_alone(champion) -> None:
+    year, model = champion
+    batch = seasonal(4000, 8, 0.0, 1.0, start="2021-01-01")
+    corner = (batch["temp"] > 0.75) & (batch["other"] > 1.0)  # 4% of the rows
+    batch.loc[corner, "y"] += 2.0
+    config = make_config("unused.csv")
+    probe = probe_batch(model, batch, SCHEMA, config)
+    assert probe.significant and probe.challenger == "corrected"
+    # A global line or a refit of the linear recipe cannot follow a change in a corner.
+    evidence = measure_gain(model, batch, SCHEMA, "regression", "rmse", False, 60, 0)
+    alpha = (1.0 - config.drift.confidence) / len(evidence.challengers)
+    others = [c for c in evidence.challengers if c.name != "corrected"]
+    assert others and all(lower_bound(c, alpha) <= config.drift.min_gain for c in others)
+    # Calm rows of the same shape: the booster finds nothing to correct.
+    assert not probe_batch(model, seasonal(4000, 8, 0.0, 1.0, start="2021-01-01"), SCHEMA, config).significant
 
 
 def test_split_in_time_orders_by_the_time_column() -> None:
