@@ -3,8 +3,11 @@ behind the `champion` alias is refused with bad input, and its payload never run
 
 from __future__ import annotations
 
+import os
 import pickle
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import mlflow
@@ -93,3 +96,36 @@ def test_a_planted_champion_is_refused_and_its_payload_never_runs(mlflow_store: 
             str(MlflowClient(mlflow_store).get_model_version_by_alias(config.name, "champion").version)
             == version
         )
+
+
+def test_skops_imported_by_the_pipeline_trusts_its_building_blocks_alone(tmp_path: Path) -> None:
+    """In a fresh process (skops is imported once per process): a quick import, every model the
+    pipeline builds loads, and an estimator it never builds is refused."""
+    script = """
+import sys
+from sklearn.neighbors import KNeighborsRegressor
+import sklearn.utils
+from tasks.registry import skops_io
+from core.trust import TRUSTED_MODEL_TYPES
+skops = skops_io()
+assert sklearn.utils.all_estimators.__module__ == "sklearn.utils.discovery"  # put back
+assert "sklearn.semi_supervised" not in sys.modules  # scikit-learn was not walked
+from test_trust import every_model_the_pipeline_builds
+trusted = sorted(TRUSTED_MODEL_TYPES)
+for model in every_model_the_pipeline_builds():
+    skops.loads(skops.dumps(model), trusted=trusted)
+print(skops.get_untrusted_types(data=skops.dumps(KNeighborsRegressor())))
+"""
+    tests = Path(__file__).resolve().parents[1]
+    path = os.pathsep.join([str(tests.parent), str(tests), str(tests / "unit")])
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": path},
+        cwd=tmp_path,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "sklearn.neighbors._regression.KNeighborsRegressor" in done.stdout
