@@ -6,10 +6,10 @@ trigger asks the question retraining answers. It cuts the labelled batch in time
 its newest half, quarter ..., so a late change is seen soon), refreshes the champion on each older
 half in three cheap ways (its output recalibrated on those rows; the champion corrected by a small
 booster fitted to its errors there, which sees a change local to some region of the features; and
-its own recipe refitted on them alone), and scores each against the champion on the newer half. Retraining
-helps when a challenger is better with the configured confidence (a paired moving-block bootstrap
-over the newer rows, so neighbouring hours do not count as independent evidence) by at least
-`drift.min_gain`. Both challengers see only the older rows, as a retrain would see only the past.
+its own recipe refitted on them alone), and scores each against the champion on the newer half.
+Retraining helps when a challenger is better with the configured confidence (a paired moving-block
+bootstrap over the newer rows, so neighbouring hours do not count as independent evidence) by at
+least `drift.min_gain`. Every challenger sees only the older rows, as a retrain sees only the past.
 """
 
 from __future__ import annotations
