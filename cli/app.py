@@ -19,6 +19,7 @@ from cli.process import (
     quiet_bad_input_on_console,
     stop_on_sigterm,
     use_local_defaults,
+    wait_for_command_api,
 )
 from cli.render import (
     fail,
@@ -122,6 +123,7 @@ def run_flow(call: Callable[[], Result], debug: bool) -> Result:
 
     if not debug:
         quiet_bad_input_on_console()
+    wait_for_command_api()
     if note := prefect_api_note():
         typer.echo(note, err=True)
     with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):

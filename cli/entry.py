@@ -1,5 +1,7 @@
-"""The `retrain` executable: starts a drift check's report helper first, then runs the command line.
+"""The `retrain` executable: starts a command's Prefect API and report helper, then the command line.
 
+A command that runs a flow first starts its ephemeral Prefect API, when it has no other
+(`cli.process.start_command_api`), so that server starts on the other core during the imports.
 The command line's own imports (scikit-learn, pandas, Prefect, MLflow) take seconds. A drift check
 also needs Evidently for its HTML report, which takes seconds more, so `retrain drift` starts the
 report's helper process (`tasks.report_helper`, standard library only) before anything else: the
@@ -17,17 +19,25 @@ import atexit
 import os
 import sys
 
+# Commands that run a flow, so need a Prefect API (see `cli.process.start_command_api`).
+FLOW_COMMANDS = frozenset({"run", "drift", "predict", "rollback", "backtest"})
+
 
 def main() -> None:
     """Run the `retrain` command line."""
     arguments = sys.argv[1:]
-    if arguments[:1] == ["drift"] and not {"--help", "-h"} & set(arguments):
-        from tasks.report_helper import start_early
-
-        start_early()
     status: list[int] = [1]
     # Registered first, so it runs last: after the exit handlers the libraries register on import.
     atexit.register(end_now, status)
+    asks_for_help = bool({"--help", "-h"} & set(arguments))
+    if arguments[:1] and arguments[0] in FLOW_COMMANDS and not asks_for_help:
+        from cli.process import start_command_api
+
+        start_command_api()
+    if arguments[:1] == ["drift"] and not asks_for_help:
+        from tasks.report_helper import start_early
+
+        start_early()
     from cli.app import main as command_line
 
     try:

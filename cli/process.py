@@ -8,18 +8,39 @@ also when a command picks its Prefect API: `PREFECT_API_URL`, else the local ser
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import signal
 import subprocess
 import sys
+from dataclasses import dataclass
 
-from cli.servers import LocalServer, running_local_server
+from cli.servers import (
+    LocalServer,
+    free_port,
+    running_local_server,
+    start_ephemeral_api,
+    wait_until_healthy,
+)
 from core.errors import BadInputError
 from tasks.settings import Settings
 
 _WATCHDOG: subprocess.Popen[bytes] | None = None
 _REUSED_SERVER: LocalServer | None = None
+
+
+@dataclass(frozen=True)
+class CommandApi:
+    """The ephemeral Prefect API a command started for itself before its own imports."""
+
+    api_url: str
+    process: subprocess.Popen[bytes]
+    log_path: str
+
+
+_COMMAND_API: CommandApi | None = None
+_COMMAND_API_UP = False
 
 
 def use_local_defaults() -> Settings:
@@ -57,6 +78,56 @@ def use_local_defaults() -> Settings:
     return settings
 
 
+def start_command_api() -> None:
+    """Start the command's ephemeral Prefect API now, when it will need one and has none.
+
+    Prefect itself would start the same server at the first flow run, once the command's imports
+    are done; started first, it comes up on the other core meanwhile (seconds sooner). Nothing
+    is started when PREFECT_API_URL or PREFECT_PROFILES_PATH is set, or a local server of this
+    state folder answers: the command uses that API as before. Stopped when the command exits,
+    by the watchdog should the command die.
+    """
+    global _COMMAND_API
+    settings = use_local_defaults()
+    if settings.prefect_api_url or os.environ.get("PREFECT_PROFILES_PATH"):
+        return
+    port = free_port(0)
+    log_path = settings.state_dir / "prefect-ephemeral.log"
+    process = start_ephemeral_api(port, log_path)
+    api_url = f"http://127.0.0.1:{port}/api"
+    os.environ["PREFECT_API_URL"] = api_url
+    _COMMAND_API = CommandApi(api_url, process, str(log_path))
+    atexit.register(end_command_api, process)
+
+
+def end_command_api(process: subprocess.Popen[bytes]) -> None:
+    """Ask the command's API server to stop, without waiting the second its shutdown takes.
+
+    Runs after Prefect's exit handlers have delivered their logs and events. The server shuts
+    down on its own; should it hang, the watchdog kills it.
+    """
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass
+
+
+def wait_for_command_api() -> None:
+    """Return once the command's own Prefect API answers (at once without one)."""
+    global _COMMAND_API_UP
+    if _COMMAND_API is None or _COMMAND_API_UP:
+        return
+    timeout = float(os.environ.get("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180"))
+    try:
+        wait_until_healthy(f"{_COMMAND_API.api_url}/health", _COMMAND_API.process, timeout)
+    except RuntimeError as exc:
+        raise RuntimeError(
+            f"Prefect's ephemeral API for this command did not start: {exc}. Its output is in "
+            f"{_COMMAND_API.log_path}; set PREFECT_API_URL to a running Prefect server to use that instead."
+        ) from None
+    _COMMAND_API_UP = True
+
+
 def prefect_api_note() -> str | None:
     """Which Prefect API this command's flow runs use, when the user did not name one.
 
@@ -68,7 +139,7 @@ def prefect_api_note() -> str | None:
     if _REUSED_SERVER is not None and api_url == _REUSED_SERVER.api_url:
         where = api_url.removesuffix("/api")
         return f"Prefect: the local server at {where} that `{_REUSED_SERVER.owner}` started"
-    if not api_url:
+    if not api_url or (_COMMAND_API is not None and api_url == _COMMAND_API.api_url):
         return (
             "Prefect: an ephemeral API in this process (seconds to start; `retrain dashboard` "
             "keeps a local server that later commands reuse)"

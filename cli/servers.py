@@ -8,6 +8,7 @@ Standard library only: the commands read the record before Prefect is imported.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import signal
@@ -121,7 +122,7 @@ def wait_until_healthy(
                     return
         except (urllib.error.URLError, OSError):
             pass
-        time.sleep(0.5)
+        time.sleep(0.1)
     raise RuntimeError(f"{url} did not become healthy within {timeout:.0f} s")
 
 
@@ -161,6 +162,26 @@ def start_prefect_server(
         log_path,
         env=environment,
     )
+
+
+def start_ephemeral_api(port: int, log_path: Path | None = None) -> subprocess.Popen:
+    """Prefect's ephemeral API server (no UI) on 127.0.0.1:`port`, started as Prefect starts it.
+
+    The same command and flags as Prefect's own `SubprocessASGIServer`, launched without
+    importing Prefect here, so a command can start it before its own imports.
+    """
+    prefect_package = Path(importlib.util.find_spec("prefect").origin).parent
+    environment = {
+        **os.environ,
+        "PREFECT_UI_ENABLED": "0",
+        "PREFECT__SERVER_EPHEMERAL": "1",
+        "PREFECT__SERVER_FINAL": "1",
+    }
+    environment.pop("PREFECT_API_URL", None)
+    command = [sys.executable, "-m", "uvicorn", "--app-dir", str(prefect_package.parent)]
+    command += ["--factory", "prefect.server.api.server:create_app", "--host", "127.0.0.1"]
+    command += ["--port", str(port), "--log-level", "error", "--lifespan", "on"]
+    return spawn(command, log_path, env=environment)
 
 
 def spawn(

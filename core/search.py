@@ -17,8 +17,7 @@ import os
 import socket
 import time
 import warnings
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +31,7 @@ from sklearn.pipeline import Pipeline
 from core.catalogue import ITERATIONS_PARAM, fit_candidate, make_estimator, search_space
 from core.config import PipelineConfig, TuningConfig
 from core.metrics import is_better, metrics_of, score
+from core.threads import openmp_threads
 from core.validation import DataSchema
 
 # Boosting stops after this many iterations without a lower loss on the validation window.
@@ -131,18 +131,6 @@ def halving_schedule(
         (count, full_rows if index == last else round(first * (full_rows / first) ** (index / last)))
         for index, count in enumerate(kept)
     ]
-
-
-@contextmanager
-def openmp_threads(limit: int | None) -> Iterator[None]:
-    """Limit OpenMP threads in this thread while trials share the cores (None: leave as is)."""
-    if limit is None:
-        yield
-        return
-    from threadpoolctl import threadpool_limits
-
-    with threadpool_limits(limits=limit, user_api="openmp"):
-        yield
 
 
 def fit_and_score(
@@ -298,9 +286,9 @@ def trials_at_once_on_threads(tuning: TuningConfig) -> int:
     return tuning.max_workers or os.cpu_count() or 1
 
 
-def threads_per_trial(tuning: TuningConfig, trials_in_round: int) -> int | None:
-    """OpenMP threads for each trial on the threads runner, so trials at once share the cores."""
-    if tuning.runner != "threads":
-        return None
-    at_once = max(1, min(trials_at_once_on_threads(tuning), trials_in_round))
-    return max(1, (os.cpu_count() or 1) // at_once)
+def threads_per_trial(tuning: TuningConfig) -> int | None:
+    """OpenMP threads of each trial on the threads runner: one (see `core.threads`).
+
+    The runner runs `trials_at_once_on_threads` trials at once, so a full round uses every core.
+    """
+    return 1 if tuning.runner == "threads" else None

@@ -20,7 +20,7 @@ def tune_flow(data: TuningData, config: PipelineConfig) -> list[TuneResult]:
     shared = share_tuning_data.submit(data)
 
     def run_round(specs: list[TrialSpec]) -> list[Trial]:
-        threads = threads_per_trial(config.tuning, len(specs))
+        threads = threads_per_trial(config.tuning)
         futures = run_trial.map(unmapped(shared), unmapped(config), specs, unmapped(threads))
         return [future.result() for future in futures]
 

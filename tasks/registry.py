@@ -36,6 +36,7 @@ from core.promotion import (
 from core.results import ModelsListing, VersionRow
 from core.scoring import predictions_table
 from core.secrets import redact_url
+from core.threads import on_one_openmp_thread
 from core.trust import TRUSTED_MODEL_TYPES, check_model_types, model_building_blocks
 from core.validation import DataSchema
 from tasks.faults import reach
@@ -180,6 +181,7 @@ def load_champion_model(settings: Settings, champion: ChampionInfo) -> Pipeline:
 
 
 @task(name="score-champion", **io_edge_options())
+@on_one_openmp_thread
 def score_champion(
     settings: Settings, champion: ChampionInfo | None, test: pd.DataFrame, schema: DataSchema, task_kind: str
 ) -> dict[str, float] | None:
@@ -227,6 +229,7 @@ def serving_requirements() -> list[str]:
 
 
 @task(name="register-model", **io_edge_options())
+@on_one_openmp_thread
 def register_model(
     settings: Settings,
     run_id: str,

@@ -13,8 +13,10 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from core.config import PipelineConfig, load_run_config
+if TYPE_CHECKING:
+    from core.config import PipelineConfig
 
 STATE_DIR_NAME = ".retrain"
 LOCAL_SERVER_FILE = "prefect-server.json"
@@ -90,6 +92,9 @@ def run_config(
     Deployments pass the path (so `configs/*.yaml` stays the single source), and the file is read
     and validated on the worker at run time, exactly as `retrain run` reads it.
     """
+    # Imported here: the command line reads these settings before it imports scikit-learn and pandas.
+    from core.config import PipelineConfig, load_run_config
+
     if isinstance(config, PipelineConfig):
         return config
     return load_run_config(config, os.environ if environ is None else environ)

@@ -32,6 +32,7 @@ from core.drift_stats import summarise
 from core.plots import plot_predictions
 from core.search import TuneResult
 from core.secrets import redact_url
+from core.threads import on_one_openmp_thread
 from core.validation import DataSchema
 from tasks.options import io_edge_options
 from tasks.settings import Settings
@@ -360,6 +361,7 @@ def log_reference_sample(
 
 
 @task(name="log-plots", **io_edge_options())
+@on_one_openmp_thread
 def log_plots(
     settings: Settings, run_id: str, model: Pipeline, test: pd.DataFrame, schema: DataSchema, task_kind: str
 ) -> list[str]:

@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import urllib.request
 from pathlib import Path
 
@@ -140,3 +141,48 @@ def test_a_command_takes_the_recorded_server_unless_prefect_api_url_is_set(
     # Once the server is gone, the next command starts its own API and drops the record.
     assert api_of_a_command() == "None"
     assert not settings.local_server_file.exists()
+
+
+def test_a_command_without_an_api_starts_its_own_first_keeps_its_runs_and_stops_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sqlite3
+
+    monkeypatch.chdir(tmp_path)
+    write_tiny_cli_config(tmp_path, "own-api-model", tuning={"n_trials": 1})
+    settings = Settings.from_environment({})
+    completed = subprocess.run(
+        [*RETRAIN, "run", "--config", "config.yaml", "--json"],
+        cwd=tmp_path,
+        env=command_environment(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert "Prefect: an ephemeral API" in completed.stderr
+    # Started by the command itself before its imports (Prefect's own start writes no such log).
+    assert (settings.state_dir / "prefect-ephemeral.log").exists()
+    flow_run_id = json.loads(completed.stdout.strip().splitlines()[-1])["prefect_flow_run_id"]
+    # The run is kept in the state folder's Prefect database, for the dashboard to show later.
+    with sqlite3.connect(settings.prefect_home / "prefect.db") as database:
+        (state,) = database.execute("SELECT state_type FROM flow_run WHERE id = ?", (flow_run_id,)).fetchone()
+    assert state == "COMPLETED"
+    # Its server does not outlive the command (it is asked to stop on the way out).
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and servers_started_in(tmp_path):
+        time.sleep(0.2)
+    assert not servers_started_in(tmp_path)
+
+
+def servers_started_in(folder: Path) -> list[int]:
+    """Pids of Prefect API servers whose working directory is `folder`."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            command = (entry / "cmdline").read_bytes()
+            if b"prefect.server.api.server:create_app" in command and (entry / "cwd").resolve() == folder:
+                found.append(int(entry.name))
+        except (OSError, ValueError):
+            continue
+    return found

@@ -21,7 +21,6 @@ from cli.app import app
 from conftest import make_config, synthetic_frame
 from core.config import PipelineConfig
 from core.errors import ConfigError
-from core.search import threads_per_trial
 from flows.retrain import retrain_flow
 from tasks.tune import tuning_task_runner
 
@@ -148,15 +147,6 @@ def test_runner_choice_follows_the_config(tmp_path: Path) -> None:
         runner_config(tmp_path, "x", runner="dask", dask_address="tcp://10.0.0.5:8786").tuning
     )
     assert isinstance(remote, DaskTaskRunner) and remote.address == "tcp://10.0.0.5:8786"
-
-
-def test_threads_share_the_cores_between_trials(tmp_path: Path) -> None:
-    cores = os.cpu_count() or 1
-    tuning = runner_config(tmp_path, "x").tuning
-    assert threads_per_trial(tuning, 1) == cores
-    assert threads_per_trial(tuning, 100) == 1
-    dask = runner_config(tmp_path, "x", runner="dask", dask_workers=2).tuning
-    assert threads_per_trial(dask, 4) is None  # Dask workers keep their own limits
 
 
 @pytest.mark.parametrize(
