@@ -79,6 +79,11 @@ class TuneResult:
     best_score: float
     trials: list[Trial]
 
+    @property
+    def final_rows(self) -> int:
+        """Training rows of the last round this candidate ran (0 without trials)."""
+        return max((trial.rows for trial in self.trials), default=0)
+
     def best_by_round(self, greater_is_better: bool) -> list[tuple[int, float]]:
         """(training rows, best validation score) of each round this candidate ran."""
         rounds: dict[int, Trial] = {}
@@ -205,8 +210,10 @@ def best_iteration(
 def halving_search(full_rows: int, config: PipelineConfig, run_round: RoundRunner) -> list[TuneResult]:
     """Successive halving (or random search) for every candidate, one round at a time.
 
-    With `tuning.time_budget_s`, no new round starts once the search has spent the budget; each
-    candidate then keeps the best of its last round.
+    The candidates race: after each round, a candidate goes on only while its best configuration
+    would rank among the configurations the leading candidate keeps (see `still_racing`); the
+    others keep the best of the rounds they ran. With `tuning.time_budget_s`, no new round starts
+    once the search has spent the budget; each candidate then keeps the best of its last round.
 
     Args:
         full_rows: Training rows available: the last round fits all of them.
@@ -227,19 +234,28 @@ def halving_search(full_rows: int, config: PipelineConfig, run_round: RoundRunne
         plans[name] = (configs, schedule)
     ranked: dict[str, list[Trial]] = {}
     trials: dict[str, list[Trial]] = {name: [] for name in plans}
+    racing = set(plans)
     started = time.perf_counter()
     for round_index in range(max(len(schedule) for _, schedule in plans.values())):
         if round_index and tuning.time_budget_s and time.perf_counter() - started > tuning.time_budget_s:
             break
         specs = []
         for name, (configs, schedule) in plans.items():
-            if round_index < len(schedule):
+            if name in racing and round_index < len(schedule):
                 kept, rows = schedule[round_index]
                 order = [t.params for t in ranked[name]] if name in ranked else configs
                 specs += [TrialSpec(name, params, round_index, rows) for params in order[:kept]]
+        if not specs:
+            break
         for name, group in _by_candidate(run_round(specs)).items():
             ranked[name] = sorted(group, key=lambda t: -t.score if config.greater_is_better else t.score)
             trials[name].extend(group)
+        going_on = {
+            name: schedule[round_index + 1][0]
+            for name, (_, schedule) in plans.items()
+            if name in racing and round_index + 1 < len(schedule)
+        }
+        racing = still_racing(ranked, going_on, config.greater_is_better)
     return [
         TuneResult(
             name,
@@ -249,6 +265,32 @@ def halving_search(full_rows: int, config: PipelineConfig, run_round: RoundRunne
         )
         for name in plans
     ]
+
+
+def still_racing(ranked: dict[str, list[Trial]], kept_next: dict[str, int], greater: bool) -> set[str]:
+    """The candidates that run the next round.
+
+    Among the candidates whose latest round fitted the same rows, the leader (best score) goes
+    on, and so does every other whose best score is at least as good as the leader's worst
+    configuration kept for the next round: it would have made the cut in one ranking of them all.
+
+    Args:
+        ranked: Each candidate's trials of its latest round, best first.
+        kept_next: Configurations each candidate with a next round would keep there.
+        greater: Whether a higher score is better.
+    """
+    racing = set()
+    by_rows: dict[int, list[str]] = {}
+    for name in kept_next:
+        by_rows.setdefault(ranked[name][0].rows, []).append(name)
+    for names in by_rows.values():
+        leader = names[0]
+        for name in names[1:]:
+            if is_better(ranked[name][0].score, ranked[leader][0].score, greater):
+                leader = name
+        bar = ranked[leader][: kept_next[leader]][-1].score
+        racing |= {n for n in names if n == leader or not is_better(bar, ranked[n][0].score, greater)}
+    return racing
 
 
 def _by_candidate(trials: list[Trial]) -> dict[str, list[Trial]]:
@@ -273,9 +315,12 @@ def search(
 
 
 def best_of(results: list[TuneResult], greater_is_better: bool) -> TuneResult:
-    """The candidate with the best validation score (first listed wins ties)."""
-    best = results[0]
-    for result in results[1:]:
+    """The candidate with the best validation score among those whose last round fitted the most
+    rows, the size the final model has (first listed wins ties)."""
+    final_rows = max(result.final_rows for result in results)
+    finalists = [result for result in results if result.final_rows == final_rows]
+    best = finalists[0]
+    for result in finalists[1:]:
         if is_better(result.best_score, best.best_score, greater_is_better):
             best = result
     return best

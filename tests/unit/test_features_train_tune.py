@@ -20,12 +20,16 @@ from core.features import build_preprocessor
 from core.metrics import classification_metrics, is_better, regression_metrics, score
 from core.search import (
     BOOSTING_PATIENCE,
+    RoundRunner,
+    Trial,
+    TrialSpec,
     TuneResult,
     TuningData,
     best_iteration,
     best_of,
     fit_with_early_stopping,
     halving_schedule,
+    halving_search,
     sample_configurations,
     search,
 )
@@ -474,3 +478,55 @@ def test_is_better() -> None:
     assert not is_better(0.8, 0.9, greater_is_better=True)
     assert not is_better(1.0, 1.0, greater_is_better=True)
     assert not is_better(1.0, 1.0, greater_is_better=False)
+
+
+def race_config(**tuning: object) -> PipelineConfig:
+    """Two candidates of six configurations each: rounds of 6, 2 and 1 on 50, 150 and 450 rows."""
+    return make_config(
+        "x.csv",
+        candidates={
+            "linear": {"search_space": {"alpha": [1, 2, 3, 4, 5, 6]}},
+            "random_forest": {"search_space": {"max_depth": [1, 2, 3, 4, 5, 6]}},
+        },
+        tuning={"n_trials": 6, "subset_rows": 50, **tuning},
+    )
+
+
+def scripted_round(scores: dict[str, object]) -> RoundRunner:
+    """A round runner whose scores are `scores[candidate](param value, rows)` (RMSE: lower wins)."""
+
+    def run_round(specs: list[TrialSpec]) -> list[Trial]:
+        return [
+            Trial(
+                s.candidate, s.params, s.round, s.rows, scores[s.candidate](*s.params.values(), s.rows), 0.0
+            )
+            for s in specs
+        ]
+
+    return run_round
+
+
+def test_a_candidate_that_falls_behind_stops_and_cannot_win_on_fewer_rows() -> None:
+    # The linear model leads on 50 rows (10.1, then 10.2 kept) and scores 30 on all 450 rows; the
+    # forest's best on 50 rows (21) misses the leader's cut, so it stops there, and its 21 on 50
+    # rows may not beat the finalist's 30 on all rows.
+    scores = {
+        "linear": lambda alpha, rows: 30.0 if rows == 450 else 10 + alpha / 10,
+        "random_forest": lambda depth, rows: 1.0 if rows == 450 else 20 + depth,
+    }
+    linear, forest = halving_search(450, race_config(), scripted_round(scores))
+    assert {t.rows for t in forest.trials} == {50} and len(forest.trials) == 6
+    assert [rows for rows, _ in linear.best_by_round(False)] == [50, 150, 450]
+    assert (linear.final_rows, forest.final_rows) == (450, 50)
+    assert best_of([linear, forest], greater_is_better=False) is linear
+
+
+def test_a_candidate_within_the_leaders_cut_stays_in_the_race() -> None:
+    # The forest's best on 50 rows (10.15) would make the leader's cut of two (10.1 and 10.2).
+    scores = {
+        "linear": lambda alpha, rows: 10 + alpha / 10,
+        "random_forest": lambda depth, rows: 10.05 + depth / 10 if rows == 50 else 5.0,
+    }
+    linear, forest = halving_search(450, race_config(), scripted_round(scores))
+    assert [rows for rows, _ in forest.best_by_round(False)] == [50, 150, 450]
+    assert best_of([linear, forest], greater_is_better=False) is forest
