@@ -13,6 +13,7 @@ depends on which executor finished first.
 from __future__ import annotations
 
 import itertools
+import math
 import os
 import socket
 import time
@@ -121,19 +122,25 @@ def halving_schedule(
 ) -> list[tuple[int, int]]:
     """(configurations kept, training rows) for each round.
 
-    Each round keeps 1/`factor` of the configurations; the rows grow geometrically from
-    `first_rows` to `full_rows`, so the last round (one configuration) fits all training rows.
-    Random search is a single round on all rows.
+    Each round keeps 1/`factor` of the configurations, and the rows grow geometrically from
+    `first_rows` to `full_rows`, by at most `factor` a round when the configurations allow: a
+    round on hardly more rows than the one before tells little and costs as much. The last round
+    fits all training rows (with one configuration, or more when the rows run out first). Random
+    search, or training rows no more than `first_rows`, is a single round on all rows.
     """
-    if strategy == "random" or n_configs == 1:
+    if strategy == "random" or n_configs == 1 or full_rows <= first_rows:
         return [(n_configs, full_rows)]
     kept = [n_configs]
     while kept[-1] > 1:
         kept.append(max(1, kept[-1] // factor))
-    first = min(first_rows, full_rows)
+    rounds_for_rows = 1 + math.ceil(math.log(full_rows / first_rows, factor) - 1e-9)
+    kept = kept[: max(2, rounds_for_rows)]
     last = len(kept) - 1
     return [
-        (count, full_rows if index == last else round(first * (full_rows / first) ** (index / last)))
+        (
+            count,
+            full_rows if index == last else round(first_rows * (full_rows / first_rows) ** (index / last)),
+        )
         for index, count in enumerate(kept)
     ]
 

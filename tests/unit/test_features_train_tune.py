@@ -196,12 +196,13 @@ def test_halving_schedule_random_is_one_round_on_all_rows() -> None:
 @pytest.mark.parametrize(
     ("n_configs", "first_rows", "full_rows", "factor", "expected"),
     [
-        (8, 5000, 12000, 3, [(8, 5000), (2, 7746), (1, 12000)]),
+        (8, 5000, 12000, 3, [(8, 5000), (2, 12000)]),  # rows grow by at most the factor a round
+        (8, 5000, 70000, 3, [(8, 5000), (2, 18708), (1, 70000)]),
         (9, 100, 900, 3, [(9, 100), (3, 300), (1, 900)]),
         (27, 100, 2700, 3, [(27, 100), (9, 300), (3, 900), (1, 2700)]),
         (16, 100, 1600, 2, [(16, 100), (8, 200), (4, 400), (2, 800), (1, 1600)]),
         (2, 300, 900, 3, [(2, 300), (1, 900)]),
-        (8, 5000, 3000, 3, [(8, 3000), (2, 3000), (1, 3000)]),  # never more than the rows available
+        (8, 5000, 3000, 3, [(8, 3000)]),  # never more than the rows available, and no refit of the same
         (4, 300, 900, 3, [(4, 300), (1, 900)]),  # no round refits the same single configuration
     ],
 )
@@ -216,11 +217,13 @@ def test_halving_schedule_properties(n_configs: int) -> None:
     schedule = halving_schedule(n_configs, 500, 3000, 3, "successive_halving")
     kept = [k for k, _ in schedule]
     rows = [r for _, r in schedule]
-    assert kept[0] == n_configs and kept[-1] == 1
+    assert kept[0] == n_configs
     assert all(a > b for a, b in zip(kept, kept[1:], strict=False))  # each round drops configurations
     assert all(a < b for a, b in zip(rows, rows[1:], strict=False))
     assert rows[0] == 500 and rows[-1] == 3000  # the first rung is subset_rows, the last all rows
     assert all(b == max(1, a // 3) for a, b in zip(kept, kept[1:], strict=False))
+    # Down to one configuration, or the rows grew by at most the factor each round (6x in 2 rounds)
+    assert kept[-1] == 1 or len(schedule) == 3
 
 
 def test_sample_configurations_whole_grid_when_small() -> None:
