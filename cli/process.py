@@ -93,6 +93,7 @@ def start_command_api() -> None:
         return
     port = free_port(0)
     log_path = settings.state_dir / "prefect-ephemeral.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
     process = start_ephemeral_api(port, log_path)
     api_url = f"http://127.0.0.1:{port}/api"
     os.environ["PREFECT_API_URL"] = api_url
