@@ -112,6 +112,16 @@ def show(result: Result, as_json: bool, render: Callable[[Result], None]) -> Non
         render(result)
 
 
+def import_model_stores() -> None:
+    """Import what a flow's first MLflow call and first model load import (MLflow's SQL stores,
+    skops): done while the command's Prefect API starts, they cost the command nothing."""
+    from tasks.registry import skops_io
+    from tasks.tracking import import_tracking_store
+
+    import_tracking_store(Settings.from_environment())
+    skops_io()
+
+
 def run_flow(call: Callable[[], Result], debug: bool) -> Result:
     """Run a flow call; bad input is printed once, by the command, without Prefect's traceback.
 
@@ -123,7 +133,7 @@ def run_flow(call: Callable[[], Result], debug: bool) -> Result:
 
     if not debug:
         quiet_bad_input_on_console()
-    wait_for_command_api()
+    wait_for_command_api(while_it_starts=import_model_stores)
     if note := prefect_api_note():
         typer.echo(note, err=True)
     with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):

@@ -14,10 +14,12 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from cli.servers import (
     LocalServer,
+    answers_health,
     free_port,
     running_local_server,
     start_ephemeral_api,
@@ -113,11 +115,18 @@ def end_command_api(process: subprocess.Popen[bytes]) -> None:
         pass
 
 
-def wait_for_command_api() -> None:
-    """Return once the command's own Prefect API answers (at once without one)."""
+def wait_for_command_api(while_it_starts: Callable[[], object] | None = None) -> None:
+    """Return once the command's own Prefect API answers (at once without one).
+
+    Args:
+        while_it_starts: Work the command will need anyway (imports), done while the server is
+            still coming up instead of waiting idle.
+    """
     global _COMMAND_API_UP
     if _COMMAND_API is None or _COMMAND_API_UP:
         return
+    if while_it_starts is not None and not answers_health(_COMMAND_API.api_url, timeout=0.2):
+        while_it_starts()
     timeout = float(os.environ.get("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180"))
     try:
         wait_until_healthy(f"{_COMMAND_API.api_url}/health", _COMMAND_API.process, timeout)
