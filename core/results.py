@@ -236,7 +236,14 @@ def artifact_key(model_name: str) -> str:
 def leaderboard(
     results: list[TuneResult], baseline_validation: dict[str, float], metric: str, greater: bool
 ) -> list[dict[str, Any]]:
-    """Rows of candidates and the baseline, best validation score first."""
+    """Rows of candidates and the baseline, best validation score first.
+
+    The candidates that reached the last round (all training rows) and the baseline come first:
+    a candidate that left the race earlier was scored on fewer rows, so its score is not
+    comparable with theirs.
+    """
+    final_rows = max((r.final_rows for r in results), default=0)
+    left_early = {r.candidate for r in results if r.final_rows < final_rows}
     rows = [
         {
             "rank": 0,
@@ -258,7 +265,12 @@ def leaderboard(
             "best_per_round": "",
         }
     )
-    rows.sort(key=lambda row: -row[f"validation_{metric}"] if greater else row[f"validation_{metric}"])
+    rows.sort(
+        key=lambda row: (
+            row["candidate"] in left_early,
+            -row[f"validation_{metric}"] if greater else row[f"validation_{metric}"],
+        )
+    )
     for rank, row in enumerate(rows, start=1):
         row["rank"] = rank
     return rows

@@ -30,6 +30,20 @@ def command_environment() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_", "RETRAIN_"))}
 
 
+def run_in(folder: Path) -> subprocess.CompletedProcess[str]:
+    """`retrain run --config config.yaml --json` in `folder`, as a user's shell runs it; must succeed."""
+    completed = subprocess.run(
+        [*RETRAIN, "run", "--config", "config.yaml", "--json"],
+        cwd=folder,
+        env=command_environment(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    return completed
+
+
 def write_record(settings: Settings, server: LocalServer) -> None:
     settings.local_server_file.parent.mkdir(parents=True, exist_ok=True)
     settings.local_server_file.write_text(json.dumps(server.__dict__))
@@ -46,15 +60,7 @@ def test_a_command_runs_its_flow_on_the_local_server_of_its_folder(
         assert running_local_server(settings) == LocalServer(
             **json.loads(settings.local_server_file.read_text())
         )
-        completed = subprocess.run(
-            [*RETRAIN, "run", "--config", "config.yaml", "--json"],
-            cwd=tmp_path,
-            env=command_environment(),
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
-        assert completed.returncode == 0, completed.stderr[-3000:]
+        completed = run_in(tmp_path)
         assert f"the local server at {api_url.removesuffix('/api')}" in completed.stderr
         flow_run_id = json.loads(completed.stdout.strip().splitlines()[-1])["prefect_flow_run_id"]
         with urllib.request.urlopen(f"{api_url}/flow_runs/{flow_run_id}", timeout=30) as response:
@@ -151,15 +157,7 @@ def test_a_command_without_an_api_starts_its_own_first_keeps_its_runs_and_stops_
     monkeypatch.chdir(tmp_path)
     write_tiny_cli_config(tmp_path, "own-api-model", tuning={"n_trials": 1})
     settings = Settings.from_environment({})
-    completed = subprocess.run(
-        [*RETRAIN, "run", "--config", "config.yaml", "--json"],
-        cwd=tmp_path,
-        env=command_environment(),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert completed.returncode == 0, completed.stderr[-3000:]
+    completed = run_in(tmp_path)
     assert "Prefect: an ephemeral API" in completed.stderr
     # Started by the command itself before its imports (Prefect's own start writes no such log).
     assert (settings.state_dir / "prefect-ephemeral.log").exists()

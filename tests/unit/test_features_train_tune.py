@@ -533,3 +533,17 @@ def test_a_candidate_within_the_leaders_cut_stays_in_the_race() -> None:
     linear, forest = halving_search(450, race_config(), scripted_round(scores))
     assert [rows for rows, _ in forest.best_by_round(False)] == [50, 150, 450]
     assert best_of([linear, forest], greater_is_better=False) is forest
+
+
+def test_the_leaderboard_lists_a_candidate_that_left_the_race_after_the_finalists() -> None:
+    from core.results import leaderboard
+
+    scores = {
+        "linear": lambda alpha, rows: 30.0 if rows == 450 else 10 + alpha / 10,
+        "random_forest": lambda depth, rows: 20 + depth,
+    }
+    results = halving_search(450, race_config(), scripted_round(scores))
+    board = leaderboard(results, {"rmse": 40.0}, "rmse", greater=False)
+    # The forest's 21 on 50 rows is lower than the linear model's 30 on all rows, yet it is last.
+    assert [row["candidate"] for row in board] == ["linear", "baseline", "random_forest"]
+    assert board[-1]["best_per_round"] == "21@50"
