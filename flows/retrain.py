@@ -69,7 +69,7 @@ class TrainedModels:
     best: TuneResult
     model: Pipeline
     baseline_on_train: Pipeline
-    trials_logged: list[PrefectFuture]
+    trials_logged: PrefectFuture
     reference: PrefectFuture
     tuning_seconds: float
 
@@ -157,7 +157,7 @@ def train_models(
     reach(settings, "tuning")
     results = tune_candidates(tuning_rows, config)
     tuning_seconds = time.perf_counter() - started
-    trials_logged = [log_trials.submit(settings, run_id, config.metric.name, r) for r in results]
+    trials_logged = log_trials.submit(settings, run_id, config.metric.name, results)
     best = best_of(results, config.greater_is_better)
     model = refit_best(
         splits.train_full,
@@ -250,7 +250,7 @@ def evaluate_and_promote(
         windows=splits.describe(),
         plots=plots.result(),
         trigger=trigger,
-        trials=sum(future.result() for future in trained.trials_logged),
+        trials=trained.trials_logged.result(),
         tuning_seconds=round(trained.tuning_seconds, 3),
     )
     publish_summary(summary, links=run_links(settings, run_id, config.name, version))

@@ -305,15 +305,19 @@ def run_links(
 
 
 @task(name="log-trials", **io_edge_options())
-def log_trials(settings: Settings, parent_run_id: str, metric: str, result: TuneResult) -> int:
-    """Log every trial of a tuning result as a nested MLflow run of `parent_run_id`.
+def log_trials(settings: Settings, parent_run_id: str, metric: str, results: list[TuneResult]) -> int:
+    """Log every trial of the tuning results as a nested MLflow run of `parent_run_id`.
+
+    One task writes them all, one after another: tasks writing at once to a SQLite store wait
+    for each other's locks.
 
     Returns:
         How many trials were logged.
     """
     mlflow_client = client(settings)
     experiment_id = mlflow_client.get_run(parent_run_id).info.experiment_id
-    for index, trial in enumerate(result.trials):
+    trials = [(index, trial) for result in results for index, trial in enumerate(result.trials)]
+    for index, trial in trials:
         run = mlflow_client.create_run(
             experiment_id,
             run_name=f"{trial.candidate}-r{trial.round}-t{index}",
@@ -336,7 +340,7 @@ def log_trials(settings: Settings, parent_run_id: str, metric: str, result: Tune
             + [Param("train_rows", str(trial.rows)), Param("round", str(trial.round))],
         )
         mlflow_client.set_terminated(run.info.run_id, "FINISHED")
-    return len(result.trials)
+    return len(trials)
 
 
 @task(name="log-reference-sample", **io_edge_options())
