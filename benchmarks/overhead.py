@@ -22,6 +22,7 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -33,13 +34,16 @@ from sklearn.metrics import mean_squared_error, r2_score
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
+if TYPE_CHECKING:
+    from core.config import PipelineConfig
+
 CONFIG = REPO / "configs" / "bike_sharing.yaml"
 TARGET, TIME = "cnt", "dteday"
 DROP = ["instant", "casual", "registered"]
 CATEGORICAL = ["season", "weathersit"]
 
 
-def plain_script(csv: Path, spaces: dict, fixed: dict, estimators: dict, tuning: dict) -> dict:
+def plain_script(csv: Path, fixed: dict, estimators: dict, config: PipelineConfig) -> dict:
     """The hand-written scikit-learn version of one retraining run."""
     frame = pd.read_csv(csv)
     frame[TIME] = pd.to_datetime(frame[TIME])
@@ -64,50 +68,28 @@ def plain_script(csv: Path, spaces: dict, fixed: dict, estimators: dict, tuning:
         )
         model = estimators[name](**{**fixed[name], **params})
         if "random_state" in model.get_params():
-            model.set_params(random_state=tuning["seed"])
+            model.set_params(random_state=config.tuning.seed)
         return Pipeline([("p", pre), ("m", model)])
 
     def rmse(model: Pipeline, window: pd.DataFrame) -> float:
         return float(np.sqrt(mean_squared_error(window[TARGET], model.predict(window[features]))))
 
     # Which fits to make (configurations and rows per round, and which candidates stay in the
-    # race) comes from the pipeline's rules; making them, scoring and selecting is plain
-    # scikit-learn below.
-    from core.search import Trial, halving_schedule, sample_configurations, still_racing
+    # race) and which wins come from the pipeline's rules (`halving_search`, `best_of`); making
+    # and scoring each fit is plain scikit-learn.
+    from core.search import Trial, TrialSpec, best_of, halving_search
 
-    plans = {}
-    for name, space in spaces.items():
-        configs = sample_configurations(space, tuning["n_trials"], tuning["seed"])
-        schedule = halving_schedule(
-            len(configs), tuning["subset_rows"], len(train), tuning["halving_factor"], tuning["strategy"]
-        )
-        plans[name] = (configs, schedule)
-    ranked: dict[str, list[Trial]] = {}
-    racing = set(plans)
-    for round_index in range(max(len(schedule) for _, schedule in plans.values())):
-        for name, (configs, schedule) in plans.items():
-            if name not in racing or round_index >= len(schedule):
-                continue
-            kept, rows = schedule[round_index]
-            order = [t.params for t in ranked[name]] if name in ranked else configs
-            recent = train.tail(rows)
-            scores = [
-                rmse(pipeline(name, p).fit(recent[features], recent[TARGET]), validation)
-                for p in order[:kept]
-            ]
-            trials = [
-                Trial(name, p, round_index, rows, v, 0.0) for p, v in zip(order[:kept], scores, strict=True)
-            ]
-            ranked[name] = sorted(trials, key=lambda t: t.score)
-        going_on = {
-            n: schedule[round_index + 1][0]
-            for n, (_, schedule) in plans.items()
-            if n in racing and round_index + 1 < len(schedule)
-        }
-        racing = still_racing(ranked, going_on, greater=False)
-    finalists = [r[0] for r in ranked.values() if r[0].rows == len(train)]
-    winner = min(finalists, key=lambda t: t.score)
-    best = (winner.score, winner.candidate, winner.params)
+    def run_round(specs: list[TrialSpec]) -> list[Trial]:
+        trials = []
+        for spec in specs:
+            recent = train.tail(spec.rows)
+            fitted = pipeline(spec.candidate, spec.params).fit(recent[features], recent[TARGET])
+            score = rmse(fitted, validation)
+            trials.append(Trial(spec.candidate, spec.params, spec.round, spec.rows, score, 0.0))
+        return trials
+
+    winner = best_of(halving_search(len(train), config, run_round), greater_is_better=False)
+    best = (winner.best_score, winner.candidate, winner.best_params)
     full = pd.concat([train, validation])
     model = pipeline(best[1], best[2]).fit(full[features], full[TARGET])
     predictions = model.predict(test[features])
@@ -149,21 +131,19 @@ def main() -> None:
     config = parse_config(raw)
     # A run on the champion's own data and config trains nothing, so each run gets a model of its own.
     configs = iter(parse_config({**raw, "name": f"{raw['name']}-{i}"}) for i in range(args.repeats + 1))
-    tuning = config.tuning.model_dump()
     catalogue = CATALOGUE["regression"]
-    spaces = {name: catalogue[name][2] for name in config.candidates}
     fixed = {name: catalogue[name][1] for name in config.candidates}
     estimators = {name: catalogue[name][0] for name in config.candidates}
 
     started = time.perf_counter()
     retrain_flow(next(configs))  # warm-up: starts the ephemeral Prefect API, creates the MLflow store
     warm_up = time.perf_counter() - started
-    plain_script(csv, spaces, fixed, estimators, tuning)
+    plain_script(csv, fixed, estimators, config)
 
     plain_times, pipeline_times = [], []
     for _ in range(args.repeats):
         started = time.perf_counter()
-        plain = plain_script(csv, spaces, fixed, estimators, tuning)
+        plain = plain_script(csv, fixed, estimators, config)
         plain_times.append(time.perf_counter() - started)
         started = time.perf_counter()
         result = retrain_flow(next(configs))
