@@ -53,7 +53,7 @@ TRACKED_PACKAGES = ("prefect", "mlflow", "scikit-learn", "pandas", "numpy", "evi
 def import_tracking_store(settings: Settings) -> None:
     """Import MLflow's SQL stores when the tracking URI is a database (half a second), so the
     first MLflow call of a flow does not; nothing else is opened or created."""
-    if "://" in settings.tracking_uri and not settings.tracking_uri.startswith(("http", "file:")):
+    if settings.tracking_is_local:
         import mlflow.store.model_registry.sqlalchemy_store  # noqa: F401 - the import is the work
         import mlflow.store.tracking.sqlalchemy_store  # noqa: F401
 
