@@ -29,14 +29,22 @@ from sklearn.compose import ColumnTransformer
 from sklearn.model_selection import ParameterGrid, ParameterSampler
 from sklearn.pipeline import Pipeline
 
-from core.catalogue import ITERATIONS_PARAM, fit_candidate, make_estimator, search_space
+from core.catalogue import (
+    ITERATIONS_PARAM,
+    early_round_params,
+    fit_candidate,
+    make_estimator,
+    search_space,
+)
 from core.config import PipelineConfig, TuningConfig
 from core.metrics import is_better, metrics_of, score
 from core.threads import openmp_threads
 from core.validation import DataSchema
 
-# Boosting stops after this many iterations without a lower loss on the validation window.
+# Boosting stops after this many iterations without a lower loss on the validation window: in
+# the last round, which sets the refit's iterations, and in the rounds before, which only rank.
 BOOSTING_PATIENCE = 100
+EARLY_ROUND_PATIENCE = 30
 
 
 @dataclass(frozen=True)
@@ -151,17 +159,23 @@ def fit_and_score(
     """Fit one configuration on the recent rows and score it on the validation window.
 
     Boosting is scored along its iterations; the best point gives both the score and the
-    iterations the final refit uses.
+    iterations the final refit uses. A round before the last only ranks configurations, so it
+    fits them cheaper: boosting stops after `EARLY_ROUND_PATIENCE` iterations without gain, and a
+    forest grows a fraction of its trees (`core.catalogue.early_round_params`).
     """
     started = time.perf_counter()
     params = {**config.candidates[spec.candidate].params, **spec.params}
+    last_round = spec.rows >= len(data.train)
+    if not last_round:
+        params = early_round_params(config.task, spec.candidate, params, config.tuning.halving_factor)
     iterations = None
     with openmp_threads(threads), warnings.catch_warnings():
         # On a Dask worker scikit-learn runs n_jobs=-1 models on one core, which is what we want.
         warnings.filterwarnings("ignore", message="Inside a Dask worker")
         rows = data.train.tail(spec.rows)
         if spec.candidate in ITERATIONS_PARAM:
-            model = fit_with_early_stopping(rows, data, config, spec.candidate, params)
+            patience = BOOSTING_PATIENCE if last_round else EARLY_ROUND_PATIENCE
+            model = fit_with_early_stopping(rows, data, config, spec.candidate, params, patience)
             iterations, value = best_iteration(model, data.validation, data.schema, config)
         else:
             model = fit_candidate(
@@ -174,16 +188,21 @@ def fit_and_score(
 
 
 def fit_with_early_stopping(
-    rows: pd.DataFrame, data: TuningData, config: PipelineConfig, candidate: str, params: dict[str, Any]
+    rows: pd.DataFrame,
+    data: TuningData,
+    config: PipelineConfig,
+    candidate: str,
+    params: dict[str, Any],
+    patience: int = BOOSTING_PATIENCE,
 ) -> Pipeline:
     """Fit boosting with early stopping on the validation window (scikit-learn's `X_val`).
 
-    Boosting stops after `BOOSTING_PATIENCE` iterations without a lower validation loss, or at
-    the configured `max_iter`.
+    Boosting stops after `patience` iterations without a lower validation loss, or at the
+    configured `max_iter`.
     """
     inputs, target = data.schema.model_inputs, data.schema.target
     preprocessor = clone(data.preprocessor).fit(rows[inputs])
-    stopping = {"early_stopping": True, "n_iter_no_change": BOOSTING_PATIENCE, "scoring": "loss"}
+    stopping = {"early_stopping": True, "n_iter_no_change": patience, "scoring": "loss"}
     estimator = make_estimator(config.task, candidate, {**params, **stopping}, config.tuning.seed)
     estimator.fit(
         preprocessor.transform(rows[inputs]),

@@ -18,8 +18,10 @@ from core.catalogue import CATALOGUE, fit_pipeline, make_estimator, make_pipelin
 from core.config import PipelineConfig
 from core.features import build_preprocessor
 from core.metrics import classification_metrics, is_better, regression_metrics, score
+import core.search
 from core.search import (
     BOOSTING_PATIENCE,
+    EARLY_ROUND_PATIENCE,
     RoundRunner,
     Trial,
     TrialSpec,
@@ -27,6 +29,7 @@ from core.search import (
     TuningData,
     best_iteration,
     best_of,
+    fit_and_score,
     fit_with_early_stopping,
     halving_schedule,
     halving_search,
@@ -314,6 +317,48 @@ def test_rounds_fit_more_recent_rows_and_the_last_fits_all_training_rows() -> No
         (50, min(t.score for t in result.trials[:3])),
         (300, result.best_score),
     ]
+
+
+def test_early_rounds_grow_a_third_of_the_trees_and_the_last_round_all_of_them() -> None:
+    frame = synthetic_frame(400, seed=6)
+    train, validation = frame.iloc[:300], frame.iloc[300:]
+    config = make_config(
+        "x.csv",
+        candidates={"random_forest": {"params": {"n_estimators": 30}, "search_space": {"max_depth": [2, 3, 4]}}},
+        tuning={"n_trials": 3, "subset_rows": 50, "seed": 1},
+    )
+    (result,) = search(train, validation, build_preprocessor(SCHEMA), SCHEMA, config)
+    assert [(t.round, t.rows) for t in result.trials] == [(0, 50)] * 3 + [(1, 300)]
+
+    def forest_rmse(rows: int, trees: int, max_depth: int) -> float:
+        forest = RandomForestRegressor(n_estimators=trees, max_depth=max_depth, random_state=1, n_jobs=-1)
+        model = make_pipeline(build_preprocessor(SCHEMA), forest).fit(
+            train.tail(rows)[SCHEMA.features], train.tail(rows)["y"]
+        )
+        return rmse(validation["y"], model.predict(validation[SCHEMA.features]))
+
+    for trial in result.trials:
+        trees = 30 if trial.rows == 300 else 10  # 30 / halving_factor 3
+        assert trial.score == pytest.approx(forest_rmse(trial.rows, trees, trial.params["max_depth"]), rel=1e-9)
+    assert result.best_params["n_estimators"] == 30  # the refit grows every tree
+
+
+def test_early_rounds_stop_boosting_sooner_than_the_last_round(monkeypatch: pytest.MonkeyPatch) -> None:
+    train, validation, config = boosting_split()
+    config = config.model_copy(update={"tuning": config.tuning.model_copy(update={"subset_rows": 100})})
+    data = TuningData(train, validation, build_preprocessor(SCHEMA), SCHEMA)
+    patience_by_rows = {}
+    fit = core.search.fit_with_early_stopping
+
+    def recording_fit(rows: pd.DataFrame, *args: object, **kwargs: object) -> Pipeline:
+        patience_by_rows[len(rows)] = args[4] if len(args) > 4 else kwargs.get("patience")
+        return fit(rows, *args, **kwargs)
+
+    monkeypatch.setattr(core.search, "fit_with_early_stopping", recording_fit)
+    for rows in (100, len(train)):
+        spec = TrialSpec("hist_gradient_boosting", {"learning_rate": 0.5}, 0, rows)
+        fit_and_score(data, config, spec)
+    assert patience_by_rows == {100: EARLY_ROUND_PATIENCE, len(train): BOOSTING_PATIENCE}
 
 
 def boosting_split(seed: int = 3) -> tuple[pd.DataFrame, pd.DataFrame, PipelineConfig]:
