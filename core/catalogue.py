@@ -73,9 +73,7 @@ ENSEMBLE_SIZE_PARAM = {"random_forest": "n_estimators"}
 FEWEST_EARLY_TREES = 10
 
 
-def early_round_params(
-    task_kind: str, candidate: str, params: dict[str, Any], factor: int
-) -> dict[str, Any]:
+def early_round_params(task_kind: str, candidate: str, params: dict[str, Any], factor: int) -> dict[str, Any]:
     """`params` for a halving round before the last: a forest fits `factor` times fewer trees."""
     if candidate not in ENSEMBLE_SIZE_PARAM:
         return params

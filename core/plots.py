@@ -1,55 +1,95 @@
-"""Plots of a model's predictions on a window: predicted vs actual, residuals, confusion matrix, ROC."""
+"""Plots of a model's predictions on a window: predicted vs actual, residuals, confusion matrix, ROC.
+
+`plot_table` predicts (it needs the model); `draw_plots` draws from that table alone, with
+matplotlib, so a helper process that has only the table can draw them (`tasks.plot_helper`).
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
-from sklearn import metrics as skm
-from sklearn.pipeline import Pipeline
+if TYPE_CHECKING:  # the helper process that draws imports only this module's drawing side
+    import pandas as pd
+    from sklearn.pipeline import Pipeline
 
-from core.validation import DataSchema
+    from core.validation import DataSchema
 
 PLOT_ROWS = 20_000
 
 
-def plot_predictions(
-    model: Pipeline, frame: pd.DataFrame, schema: DataSchema, task_kind: str, out_dir: Path
-) -> list[Path]:
+@dataclass(frozen=True)
+class PlotTable:
+    """What the plots show, as plain JSON values: actual and predicted values of sampled rows.
+
+    Attributes:
+        task_kind: "regression" or "classification".
+        target: The target column's name (axis labels).
+        actual: The actual values (class labels as text).
+        predicted: The model's predictions (class labels as text).
+        positive_scores: For a binary classifier, its probability of `positive_label`.
+        positive_label: The second of the classifier's classes, as text.
+    """
+
+    task_kind: str
+    target: str
+    actual: list[Any]
+    predicted: list[Any]
+    positive_scores: list[float] | None = None
+    positive_label: str | None = None
+
+
+def plot_table(model: Pipeline, frame: pd.DataFrame, schema: DataSchema, task_kind: str) -> PlotTable:
+    """The model's predictions on at most `PLOT_ROWS` rows of `frame`, beside the actual values."""
+    # A plot of more points shows nothing more; drawing them takes seconds on large data.
+    frame = frame.sample(n=min(PLOT_ROWS, len(frame)), random_state=0)
+    features, actual = frame[schema.model_inputs], frame[schema.target]
+    predicted = model.predict(features)
+    if task_kind == "regression":
+        return PlotTable(
+            task_kind, schema.target, actual.astype(float).tolist(), predicted.astype(float).tolist()
+        )
+    scores, positive = None, None
+    if hasattr(model, "predict_proba") and len(model.classes_) == 2:
+        scores, positive = model.predict_proba(features)[:, 1].tolist(), str(model.classes_[1])
+    as_text = [str(label) for label in actual], [str(label) for label in predicted]
+    return PlotTable(task_kind, schema.target, *as_text, scores, positive)
+
+
+def draw_plots(table: PlotTable, out_dir: Path) -> list[Path]:
     """Predicted vs actual and residuals (regression) or confusion matrix and ROC (classification),
-    on at most `PLOT_ROWS` rows of `frame`."""
+    as one PNG in `out_dir`."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import numpy as np
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    # A plot of more points shows nothing more; drawing them takes seconds on large data.
-    frame = frame.sample(n=min(PLOT_ROWS, len(frame)), random_state=0)
-    features, y_true = frame[schema.model_inputs], frame[schema.target]
-    predictions = model.predict(features)
-    paths: list[Path] = []
-    if task_kind == "regression":
-        figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4.5))
-        left.scatter(y_true, predictions, s=4, alpha=0.4)
-        bounds = [min(y_true.min(), predictions.min()), max(y_true.max(), predictions.max())]
+    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4.5))
+    if table.task_kind == "regression":
+        actual, predicted = np.asarray(table.actual), np.asarray(table.predicted)
+        left.scatter(actual, predicted, s=4, alpha=0.4)
+        bounds = [min(actual.min(), predicted.min()), max(actual.max(), predicted.max())]
         left.plot(bounds, bounds, color="black", linewidth=1, label="perfect")
-        left.set(xlabel=f"actual {schema.target}", ylabel="predicted", title="Predicted vs actual (test)")
+        left.set(xlabel=f"actual {table.target}", ylabel="predicted", title="Predicted vs actual (test)")
         left.legend()
-        right.hist(y_true - predictions, bins=60)
+        right.hist(actual - predicted, bins=60)
         right.set(xlabel="residual (actual - predicted)", ylabel="rows", title="Residuals (test)")
-        paths.append(out_dir / "predicted_vs_actual.png")
+        path = out_dir / "predicted_vs_actual.png"
     else:
-        figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4.5))
-        skm.ConfusionMatrixDisplay.from_predictions(y_true, predictions, ax=left, colorbar=False)
+        from sklearn import metrics as skm
+
+        skm.ConfusionMatrixDisplay.from_predictions(table.actual, table.predicted, ax=left, colorbar=False)
         left.set_title("Confusion matrix (test)")
-        if hasattr(model, "predict_proba") and len(model.classes_) == 2:
+        if table.positive_scores is not None:
             skm.RocCurveDisplay.from_predictions(
-                y_true, model.predict_proba(features)[:, 1], pos_label=model.classes_[1], ax=right
+                table.actual, table.positive_scores, pos_label=table.positive_label, ax=right
             )
         right.set_title("ROC (test)")
-        paths.append(out_dir / "confusion_matrix_roc.png")
+        path = out_dir / "confusion_matrix_roc.png"
     figure.tight_layout()
-    figure.savefig(paths[0], dpi=110)
+    figure.savefig(path, dpi=110)
     plt.close(figure)
-    return paths
+    return [path]

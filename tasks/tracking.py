@@ -23,18 +23,19 @@ import pandas as pd
 import yaml
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
-from prefect import task
+from prefect import get_run_logger, task
 from sklearn.pipeline import Pipeline
 
 from core.config import DataConfig, PipelineConfig
 from core.drift import reference_sample
 from core.drift_stats import summarise
-from core.plots import plot_predictions
+from core.plots import draw_plots, plot_table
 from core.search import TuneResult
 from core.secrets import redact_url
 from core.threads import on_one_openmp_thread
 from core.validation import DataSchema
 from tasks.options import io_edge_options
+from tasks.plot_helper import PlotWorker
 from tasks.settings import Settings
 
 PROCESS_TAG = "retrain.process"
@@ -377,9 +378,18 @@ def log_reference_sample(
 def log_plots(
     settings: Settings, run_id: str, model: Pipeline, test: pd.DataFrame, schema: DataSchema, task_kind: str
 ) -> list[str]:
-    """Draw the test-window plots and log them under `plots/` of the run."""
-    with tempfile.TemporaryDirectory() as tmp:
-        paths = plot_predictions(model, test, schema, task_kind, Path(tmp))
+    """Draw the test-window plots and log them under `plots/` of the run.
+
+    The predictions are made here; the drawing is done by a helper process (`tasks.plot_helper`),
+    or here when it cannot.
+    """
+    with tempfile.TemporaryDirectory() as tmp, PlotWorker.for_this_process() as worker:
+        table = plot_table(model, test, schema, task_kind)
+        paths = worker.draw(table, Path(tmp))
+        if paths is None:
+            log = get_run_logger().info if worker.process is None else get_run_logger().warning
+            log("Drawing the plots in this process: %s", worker.failure)
+            paths = draw_plots(table, Path(tmp))
         mlflow_client = client(settings)
         for path in paths:
             mlflow_client.log_artifact(run_id, str(path), "plots")

@@ -13,12 +13,12 @@ from sklearn.ensemble import HistGradientBoostingRegressor, RandomForestClassifi
 from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.pipeline import Pipeline
 
+import core.search
 from conftest import make_config, synthetic_frame
 from core.catalogue import CATALOGUE, fit_pipeline, make_estimator, make_pipeline, search_space
 from core.config import PipelineConfig
 from core.features import build_preprocessor
 from core.metrics import classification_metrics, is_better, regression_metrics, score
-import core.search
 from core.search import (
     BOOSTING_PATIENCE,
     EARLY_ROUND_PATIENCE,
@@ -324,7 +324,9 @@ def test_early_rounds_grow_a_third_of_the_trees_and_the_last_round_all_of_them()
     train, validation = frame.iloc[:300], frame.iloc[300:]
     config = make_config(
         "x.csv",
-        candidates={"random_forest": {"params": {"n_estimators": 30}, "search_space": {"max_depth": [2, 3, 4]}}},
+        candidates={
+            "random_forest": {"params": {"n_estimators": 30}, "search_space": {"max_depth": [2, 3, 4]}}
+        },
         tuning={"n_trials": 3, "subset_rows": 50, "seed": 1},
     )
     (result,) = search(train, validation, build_preprocessor(SCHEMA), SCHEMA, config)
@@ -339,7 +341,9 @@ def test_early_rounds_grow_a_third_of_the_trees_and_the_last_round_all_of_them()
 
     for trial in result.trials:
         trees = 30 if trial.rows == 300 else 10  # 30 / halving_factor 3
-        assert trial.score == pytest.approx(forest_rmse(trial.rows, trees, trial.params["max_depth"]), rel=1e-9)
+        assert trial.score == pytest.approx(
+            forest_rmse(trial.rows, trees, trial.params["max_depth"]), rel=1e-9
+        )
     assert result.best_params["n_estimators"] == 30  # the refit grows every tree
 
 
