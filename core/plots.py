@@ -30,6 +30,7 @@ class PlotTable:
         predicted: The model's predictions (class labels as text).
         positive_scores: For a binary classifier, its probability of `positive_label`.
         positive_label: The second of the classifier's classes, as text.
+        labels: The classifier's classes in its own order (numbers in numeric order), as text.
     """
 
     task_kind: str
@@ -38,6 +39,7 @@ class PlotTable:
     predicted: list[Any]
     positive_scores: list[float] | None = None
     positive_label: str | None = None
+    labels: list[str] | None = None
 
 
 def plot_table(model: Pipeline, frame: pd.DataFrame, schema: DataSchema, task_kind: str) -> PlotTable:
@@ -54,7 +56,8 @@ def plot_table(model: Pipeline, frame: pd.DataFrame, schema: DataSchema, task_ki
     if hasattr(model, "predict_proba") and len(model.classes_) == 2:
         scores, positive = model.predict_proba(features)[:, 1].tolist(), str(model.classes_[1])
     as_text = [str(label) for label in actual], [str(label) for label in predicted]
-    return PlotTable(task_kind, schema.target, *as_text, scores, positive)
+    labels = [str(label) for label in model.classes_] if hasattr(model, "classes_") else None
+    return PlotTable(task_kind, schema.target, *as_text, scores, positive, labels)
 
 
 def draw_plots(table: PlotTable, out_dir: Path) -> list[Path]:
@@ -81,7 +84,9 @@ def draw_plots(table: PlotTable, out_dir: Path) -> list[Path]:
     else:
         from sklearn import metrics as skm
 
-        skm.ConfusionMatrixDisplay.from_predictions(table.actual, table.predicted, ax=left, colorbar=False)
+        skm.ConfusionMatrixDisplay.from_predictions(
+            table.actual, table.predicted, labels=table.labels, ax=left, colorbar=False
+        )
         left.set_title("Confusion matrix (test)")
         if table.positive_scores is not None:
             skm.RocCurveDisplay.from_predictions(

@@ -83,3 +83,13 @@ def test_a_process_that_has_matplotlib_draws_the_plots_itself() -> None:
         assert worker.process is None
         model, frame = fitted("regression")
         assert worker.draw(plot_table(model, frame, SCHEMA, "regression"), Path("unused")) is None
+
+
+def test_integer_classes_keep_their_numeric_order() -> None:
+    rng = np.random.default_rng(5)
+    frame = pd.DataFrame({"a": rng.normal(size=300), "b": rng.uniform(size=300)})
+    frame["y"] = rng.choice([2, 10, 1], size=300)
+    model = Pipeline([("model", LogisticRegression())]).fit(frame[["a", "b"]], frame["y"])
+    table = plot_table(model, frame, SCHEMA, "classification")
+    assert table.labels == ["1", "2", "10"]  # not the text order "1", "10", "2"
+    assert set(table.actual) == {"1", "2", "10"}
