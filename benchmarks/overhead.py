@@ -76,20 +76,15 @@ def plain_script(csv: Path, fixed: dict, estimators: dict, config: PipelineConfi
 
     # Which fits to make (configurations and rows per round, the forest's trees in the rounds
     # before the last, and which candidates stay in the race) and which wins come from the
-    # pipeline's rules (`halving_search`, `early_round_params`, `best_of`); making and scoring
-    # each fit is plain scikit-learn.
-    from core.catalogue import early_round_params
-    from core.search import Trial, TrialSpec, best_of, halving_search
+    # pipeline's rules (`halving_search`, `trial_params`, `best_of`); making and scoring each fit
+    # is plain scikit-learn.
+    from core.search import Trial, TrialSpec, best_of, halving_search, trial_params
 
     def run_round(specs: list[TrialSpec]) -> list[Trial]:
         trials = []
         for spec in specs:
             recent = train.tail(spec.rows)
-            params = {**fixed[spec.candidate], **spec.params}
-            if spec.rows < len(train):
-                params = early_round_params(
-                    "regression", spec.candidate, params, config.tuning.halving_factor
-                )
+            params = trial_params(config, spec, len(train))
             fitted = pipeline(spec.candidate, params).fit(recent[features], recent[TARGET])
             score = rmse(fitted, validation)
             trials.append(Trial(spec.candidate, spec.params, spec.round, spec.rows, score, 0.0))

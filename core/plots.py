@@ -28,8 +28,7 @@ class PlotTable:
         target: The target column's name (axis labels).
         actual: The actual values (class labels as text).
         predicted: The model's predictions (class labels as text).
-        positive_scores: For a binary classifier, its probability of `positive_label`.
-        positive_label: The second of the classifier's classes, as text.
+        positive_scores: For a binary classifier, its probability of its second class.
         labels: The classifier's classes in its own order (numbers in numeric order), as text.
     """
 
@@ -38,7 +37,6 @@ class PlotTable:
     actual: list[Any]
     predicted: list[Any]
     positive_scores: list[float] | None = None
-    positive_label: str | None = None
     labels: list[str] | None = None
 
 
@@ -52,12 +50,12 @@ def plot_table(model: Pipeline, frame: pd.DataFrame, schema: DataSchema, task_ki
         return PlotTable(
             task_kind, schema.target, actual.astype(float).tolist(), predicted.astype(float).tolist()
         )
-    scores, positive = None, None
+    scores = None
     if hasattr(model, "predict_proba") and len(model.classes_) == 2:
-        scores, positive = model.predict_proba(features)[:, 1].tolist(), str(model.classes_[1])
+        scores = model.predict_proba(features)[:, 1].tolist()
     as_text = [str(label) for label in actual], [str(label) for label in predicted]
     labels = [str(label) for label in model.classes_] if hasattr(model, "classes_") else None
-    return PlotTable(task_kind, schema.target, *as_text, scores, positive, labels)
+    return PlotTable(task_kind, schema.target, *as_text, scores, labels)
 
 
 def draw_plots(table: PlotTable, out_dir: Path) -> list[Path]:
@@ -90,7 +88,7 @@ def draw_plots(table: PlotTable, out_dir: Path) -> list[Path]:
         left.set_title("Confusion matrix (test)")
         if table.positive_scores is not None:
             skm.RocCurveDisplay.from_predictions(
-                table.actual, table.positive_scores, pos_label=table.positive_label, ax=right
+                table.actual, table.positive_scores, pos_label=table.labels[1], ax=right
             )
         right.set_title("ROC (test)")
         path = out_dir / "confusion_matrix_roc.png"

@@ -164,10 +164,8 @@ def fit_and_score(
     forest grows a fraction of its trees (`core.catalogue.early_round_params`).
     """
     started = time.perf_counter()
-    params = {**config.candidates[spec.candidate].params, **spec.params}
+    params = trial_params(config, spec, len(data.train))
     last_round = spec.rows >= len(data.train)
-    if not last_round:
-        params = early_round_params(config.task, spec.candidate, params, config.tuning.halving_factor)
     iterations = None
     with openmp_threads(threads), warnings.catch_warnings():
         # On a Dask worker scikit-learn runs n_jobs=-1 models on one core, which is what we want.
@@ -185,6 +183,15 @@ def fit_and_score(
     elapsed = time.perf_counter() - started
     executor = f"{socket.gethostname()}/{os.getpid()}"
     return Trial(spec.candidate, spec.params, spec.round, spec.rows, value, elapsed, executor, iterations)
+
+
+def trial_params(config: PipelineConfig, spec: TrialSpec, full_rows: int) -> dict[str, Any]:
+    """The params `spec` is fitted with: the candidate's config params and the trial's, with a
+    forest's trees cut in a round before the last (on fewer than `full_rows` rows)."""
+    params = {**config.candidates[spec.candidate].params, **spec.params}
+    if spec.rows >= full_rows:
+        return params
+    return early_round_params(config.task, spec.candidate, params, config.tuning.halving_factor)
 
 
 def fit_with_early_stopping(

@@ -28,8 +28,6 @@ class PlotWorker(HelperProcess):
     def draw(self, table: PlotTable, out_dir: Path) -> list[Path] | None:
         """Have the helper draw `table` into `out_dir`; the files written, or None when it could
         not (the reason is in `self.failure`)."""
-        if self.process is None:
-            return None
         done = self.folder / "written.json"
         request = {"table": asdict(table), "out_dir": str(out_dir), "written": str(done)}
         if not self.serve(request, done):
