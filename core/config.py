@@ -157,7 +157,7 @@ class TuningConfig(_Section):
     strategy: Literal["random", "successive_halving"] = "successive_halving"
     n_trials: int = Field(8, ge=1, le=1000, description="Configurations tried per candidate.")
     subset_rows: int = Field(
-        5000, ge=50, description="Rows of the first halving round; the last round fits all training rows."
+        2500, ge=50, description="Rows of the first halving round; the last round fits all training rows."
     )
     halving_factor: int = Field(3, ge=2)
     time_budget_s: float | None = Field(

@@ -243,10 +243,11 @@ def best_iteration(
 def halving_search(full_rows: int, config: PipelineConfig, run_round: RoundRunner) -> list[TuneResult]:
     """Successive halving (or random search) for every candidate, one round at a time.
 
-    The candidates race: after each round, a candidate goes on only while its best configuration
-    would rank among the configurations the leading candidate keeps (see `still_racing`); the
-    others keep the best of the rounds they ran. With `tuning.time_budget_s`, no new round starts
-    once the search has spent the budget; each candidate then keeps the best of its last round.
+    The candidates race: after each round, the leading candidate keeps its best configurations,
+    and another candidate goes on only with those of its configurations that would rank among
+    them (see `advancing`); the others keep the best of the rounds they ran. With
+    `tuning.time_budget_s`, no new round starts once the search has spent the budget; each
+    candidate then keeps the best of its last round.
 
     Args:
         full_rows: Training rows available: the last round fits all of them.
@@ -267,28 +268,27 @@ def halving_search(full_rows: int, config: PipelineConfig, run_round: RoundRunne
         plans[name] = (configs, schedule)
     ranked: dict[str, list[Trial]] = {}
     trials: dict[str, list[Trial]] = {name: [] for name in plans}
-    racing = set(plans)
+    going_on = {name: schedule[0][0] for name, (_, schedule) in plans.items()}
     started = time.perf_counter()
     for round_index in range(max(len(schedule) for _, schedule in plans.values())):
         if round_index and tuning.time_budget_s and time.perf_counter() - started > tuning.time_budget_s:
             break
         specs = []
-        for name, (configs, schedule) in plans.items():
-            if name in racing and round_index < len(schedule):
-                kept, rows = schedule[round_index]
-                order = [t.params for t in ranked[name]] if name in ranked else configs
-                specs += [TrialSpec(name, params, round_index, rows) for params in order[:kept]]
+        for name, count in going_on.items():
+            rows = plans[name][1][round_index][1]
+            order = [t.params for t in ranked[name]] if name in ranked else plans[name][0]
+            specs += [TrialSpec(name, params, round_index, rows) for params in order[:count]]
         if not specs:
             break
         for name, group in _by_candidate(run_round(specs)).items():
             ranked[name] = sorted(group, key=lambda t: -t.score if config.greater_is_better else t.score)
             trials[name].extend(group)
-        going_on = {
-            name: schedule[round_index + 1][0]
-            for name, (_, schedule) in plans.items()
-            if name in racing and round_index + 1 < len(schedule)
+        kept_next = {
+            name: plans[name][1][round_index + 1][0]
+            for name in going_on
+            if round_index + 1 < len(plans[name][1])
         }
-        racing = still_racing(ranked, going_on, config.greater_is_better)
+        going_on = advancing(ranked, kept_next, config.greater_is_better)
     return [
         TuneResult(
             name,
@@ -300,19 +300,20 @@ def halving_search(full_rows: int, config: PipelineConfig, run_round: RoundRunne
     ]
 
 
-def still_racing(ranked: dict[str, list[Trial]], kept_next: dict[str, int], greater: bool) -> set[str]:
-    """The candidates that run the next round.
+def advancing(ranked: dict[str, list[Trial]], kept_next: dict[str, int], greater: bool) -> dict[str, int]:
+    """How many configurations of each candidate run the next round (candidates with none left out).
 
-    Among the candidates whose latest round fitted the same rows, the leader (best score) goes
-    on, and so does every other whose best score is at least as good as the leader's worst
-    configuration kept for the next round: it would have made the cut in one ranking of them all.
+    Among the candidates whose latest round fitted the same rows, the leader (best score) keeps
+    its `kept_next` best configurations. Another candidate's configuration goes on only when it
+    scores at least as well as the worst of those: it would have made the cut in one ranking of
+    them all. A candidate with no such configuration leaves the race.
 
     Args:
         ranked: Each candidate's trials of its latest round, best first.
         kept_next: Configurations each candidate with a next round would keep there.
         greater: Whether a higher score is better.
     """
-    racing = set()
+    counts: dict[str, int] = {}
     by_rows: dict[int, list[str]] = {}
     for name in kept_next:
         by_rows.setdefault(ranked[name][0].rows, []).append(name)
@@ -322,8 +323,12 @@ def still_racing(ranked: dict[str, list[Trial]], kept_next: dict[str, int], grea
             if is_better(ranked[name][0].score, ranked[leader][0].score, greater):
                 leader = name
         bar = ranked[leader][: kept_next[leader]][-1].score
-        racing |= {n for n in names if n == leader or not is_better(bar, ranked[n][0].score, greater)}
-    return racing
+        for name in names:
+            within = [t for t in ranked[name][: kept_next[name]] if not is_better(bar, t.score, greater)]
+            count = kept_next[name] if name == leader else len(within)
+            if count:
+                counts[name] = count
+    return counts
 
 
 def _by_candidate(trials: list[Trial]) -> dict[str, list[Trial]]:

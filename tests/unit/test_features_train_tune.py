@@ -584,6 +584,20 @@ def test_a_candidate_within_the_leaders_cut_stays_in_the_race() -> None:
     assert best_of([linear, forest], greater_is_better=False) is forest
 
 
+def test_a_trailing_candidate_goes_on_only_with_its_configurations_within_the_leaders_cut() -> None:
+    # On 50 rows the linear model leads and keeps 10.1 and 10.2. Of the forest's two best, only
+    # depth 1 (10.15) would make that cut; depth 2 (10.25) would not, so it is not fitted on 150.
+    scores = {
+        "linear": lambda alpha, rows: 10 + alpha / 10,
+        "random_forest": lambda depth, rows: 10.05 + depth / 10 if rows == 50 else 5.0 + depth,
+    }
+    linear, forest = halving_search(450, race_config(), scripted_round(scores))
+    second_round = [t for t in forest.trials if t.rows == 150]
+    assert [t.params for t in second_round] == [{"max_depth": 1}]
+    assert len([t for t in linear.trials if t.rows == 150]) == 2
+    assert forest.best_params == {"max_depth": 1} and forest.final_rows == 450
+
+
 def test_the_leaderboard_lists_a_candidate_that_left_the_race_after_the_finalists() -> None:
     from core.results import leaderboard
 
