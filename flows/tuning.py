@@ -20,6 +20,10 @@ def tune_flow(data: TuningData, config: PipelineConfig) -> list[TuneResult]:
     shared = share_tuning_data.submit(data)
 
     def run_round(specs: list[TrialSpec]) -> list[Trial]:
+        if len(specs) == 1 and config.tuning.runner == "threads":
+            # A lone trial (a last round) runs in this flow's thread, on OpenMP threads for every
+            # core: a worker thread runs one OpenMP thread only (see `core.threads`).
+            return [run_trial(data, config, specs[0])]
         threads = threads_per_trial(config.tuning)
         futures = run_trial.map(unmapped(shared), unmapped(config), specs, unmapped(threads))
         return [future.result() for future in futures]

@@ -138,6 +138,30 @@ def test_cli_dask_workers_runs_trials_on_a_local_cluster(tmp_path: Path, mlflow_
     assert len(trials) == 5 + 1 + 6
 
 
+def test_a_lone_trial_runs_in_the_flows_thread_on_every_core(
+    tmp_path: Path, mlflow_store: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+
+    import tasks.tune
+
+    seen: list[tuple[int, int | None, bool]] = []
+    fit_and_score = tasks.tune.fit_and_score
+
+    def recording(data: Any, config: Any, spec: Any, threads: int | None = None) -> Any:
+        seen.append((spec.round, threads, threading.current_thread() is threading.main_thread()))
+        return fit_and_score(data, config, spec, threads)
+
+    monkeypatch.setattr(tasks.tune, "fit_and_score", recording)
+    csv = tmp_path / "data.csv"
+    synthetic_frame(700, seed=3).to_csv(csv, index=False)
+    summary = retrain_flow(runner_config(csv, "runners-lone-trial"))
+    # The first round's 11 trials share the runner's threads, one OpenMP thread each; the linear
+    # model's lone trial on all rows runs in the flow's (main) thread with OpenMP left as is.
+    assert sorted(seen) == [(0, 1, False)] * 11 + [(1, None, True)]
+    assert summary.trials == 12
+
+
 def test_runner_choice_follows_the_config(tmp_path: Path) -> None:
     threads = tuning_task_runner(runner_config(tmp_path, "x").tuning)
     assert isinstance(threads, ThreadPoolTaskRunner)
