@@ -155,7 +155,7 @@ class TuningConfig(_Section):
     """Hyperparameter search: successive halving from `subset_rows` recent rows to all training rows."""
 
     strategy: Literal["random", "successive_halving"] = "successive_halving"
-    n_trials: int = Field(8, ge=1, le=1000, description="Configurations tried per candidate.")
+    n_trials: int = Field(6, ge=1, le=1000, description="Configurations tried per candidate.")
     subset_rows: int = Field(
         2500, ge=50, description="Rows of the first halving round; the last round fits all training rows."
     )

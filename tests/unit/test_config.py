@@ -40,7 +40,7 @@ def test_minimal_regression_config_gets_defaults() -> None:
     assert config.split.test_fraction == 0.15
     assert config.split.min_rows == 30
     assert config.tuning.strategy == "successive_halving"
-    assert config.tuning.n_trials == 8
+    assert config.tuning.n_trials == 6
     assert config.tuning.seed == 42
     assert config.promotion.min_improvement == 0.01
     assert config.promotion.must_beat_baseline is True
