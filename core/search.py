@@ -323,11 +323,11 @@ def advancing(ranked: dict[str, list[Trial]], kept_next: dict[str, int], greater
             if is_better(ranked[name][0].score, ranked[leader][0].score, greater):
                 leader = name
         bar = ranked[leader][: kept_next[leader]][-1].score
+        # The leader's own kept configurations are all at least as good as the bar, its worst.
         for name in names:
             within = [t for t in ranked[name][: kept_next[name]] if not is_better(bar, t.score, greater)]
-            count = kept_next[name] if name == leader else len(within)
-            if count:
-                counts[name] = count
+            if within:
+                counts[name] = len(within)
     return counts
 
 
