@@ -144,33 +144,31 @@ def stop(process: subprocess.Popen, timeout: float = 20) -> None:
 def start_prefect_server(
     port: int, env: dict[str, str] | None = None, log_path: Path | None = None
 ) -> subprocess.Popen:
-    """Start `prefect server start` on 127.0.0.1:`port` in its own process group.
+    """Start the Prefect server (API, UI, services) on 127.0.0.1:`port` in its own process group.
 
-    The UI learns its API URL from the server settings, not from `--port`: without
-    PREFECT_SERVER_API_PORT it would call port 4200 whatever port the server listens on.
+    What `prefect server start` runs, with the project's app (`cli.prefect_api`). The UI learns
+    its API URL from the server settings, not from `--port`: without PREFECT_SERVER_API_PORT it
+    would call port 4200 whatever port the server listens on.
     """
     environment = {
         **os.environ,
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_SERVER_API_HOST": "127.0.0.1",
         "PREFECT_SERVER_API_PORT": str(port),
+        "PREFECT__SERVER_FINAL": "1",
         **(env or {}),
     }
     environment.pop("PREFECT_API_URL", None)
-    return spawn(
-        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        log_path,
-        env=environment,
-    )
+    return spawn(prefect_server_command(port, "warning"), log_path, env=environment)
 
 
 def start_ephemeral_api(port: int, log_path: Path | None = None) -> subprocess.Popen:
     """Prefect's ephemeral API server (no UI) on 127.0.0.1:`port`, started as Prefect starts it.
 
-    The same command and flags as Prefect's own `SubprocessASGIServer`, launched without
-    importing Prefect here, so a command can start it before its own imports.
+    The same command and flags as Prefect's own `SubprocessASGIServer`, with the project's app
+    (`cli.prefect_api`), launched without importing Prefect here, so a command can start it
+    before its own imports.
     """
-    prefect_package = Path(importlib.util.find_spec("prefect").origin).parent
     environment = {
         **os.environ,
         "PREFECT_UI_ENABLED": "0",
@@ -178,10 +176,15 @@ def start_ephemeral_api(port: int, log_path: Path | None = None) -> subprocess.P
         "PREFECT__SERVER_FINAL": "1",
     }
     environment.pop("PREFECT_API_URL", None)
+    return spawn(prefect_server_command(port, "error"), log_path, env=environment)
+
+
+def prefect_server_command(port: int, log_level: str) -> list[str]:
+    """uvicorn serving `cli.prefect_api:create_app` on 127.0.0.1:`port`, as Prefect runs its server."""
+    prefect_package = Path(importlib.util.find_spec("prefect").origin).parent
     command = [sys.executable, "-m", "uvicorn", "--app-dir", str(prefect_package.parent)]
-    command += ["--factory", "prefect.server.api.server:create_app", "--host", "127.0.0.1"]
-    command += ["--port", str(port), "--log-level", "error", "--lifespan", "on"]
-    return spawn(command, log_path, env=environment)
+    command += ["--factory", "cli.prefect_api:create_app", "--host", "127.0.0.1"]
+    return command + ["--port", str(port), "--log-level", log_level, "--lifespan", "on"]
 
 
 def spawn(

@@ -1,0 +1,100 @@
+"""The Prefect server app that `retrain` starts: Prefect's own, retrying what SQLite turned away.
+
+On SQLite, Prefect's API answers 503 when a write meets another connection's write ("database is
+locked": a transaction that read first cannot take the write lock, and SQLite does not wait for
+it). Prefect's client then sleeps two seconds before it tries again. In a retraining run that
+happens when the tuning subflow is created while the server is recording the task runs that just
+finished: a two-second stall in about one run in four. This app retries such a request inside the
+server after a few milliseconds instead, and hands the 503 on (to the client's own back-off) only
+when the database stays locked.
+
+Run it as uvicorn's factory, in place of `prefect.server.api.server:create_app`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+App = Callable[[MutableMapping[str, Any], Receive, Send], Awaitable[None]]
+
+# Waits before each retry inside the server, in seconds (1.55 s in all, below the client's 2 s).
+RETRY_DELAYS_S = (0.05, 0.1, 0.2, 0.4, 0.8)
+RETRYABLE_STATUS = 503
+
+
+class RetryBusyDatabase:
+    """ASGI middleware: replays an HTTP request the app answered with 503, after a short wait.
+
+    The request body is read once and replayed on every attempt. A response other than 503 (and
+    the last attempt's 503) streams through unchanged; websockets and the lifespan pass through.
+    Prefect answers 503 only for errors its client retries anyway, after the transaction rolled
+    back, so a replay here is the client's own retry, made sooner.
+    """
+
+    def __init__(self, app: App, delays: tuple[float, ...] = RETRY_DELAYS_S) -> None:
+        self.app = app
+        self.delays = delays
+
+    async def __call__(self, scope: MutableMapping[str, Any], receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        body = await read_body(receive)
+        if body is None:  # the client left before it had sent its request
+            return
+        for delay in (*self.delays, None):
+            if not await self.attempt(scope, body, receive, send, retry_left=delay is not None):
+                return
+            await asyncio.sleep(delay)
+
+    async def attempt(
+        self, scope: MutableMapping[str, Any], body: bytes, receive: Receive, send: Send, retry_left: bool
+    ) -> bool:
+        """Run the app once on the buffered request; True when its 503 was held back for a retry."""
+        delivered = False
+        held_back = False
+
+        async def replay() -> Message:
+            nonlocal delivered
+            if not delivered:
+                delivered = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()  # waits for the client to disconnect, as the app expects
+
+        async def forward(message: Message) -> None:
+            nonlocal held_back
+            if message["type"] == "http.response.start" and retry_left:
+                held_back = message["status"] == RETRYABLE_STATUS
+            if not held_back:
+                await send(message)
+
+        await self.app(scope, replay, forward)
+        return held_back
+
+
+async def read_body(receive: Receive) -> bytes | None:
+    """The whole request body (every `http.request` message until `more_body` is false).
+
+    Returns:
+        The body, or None when the client disconnected first.
+    """
+    chunks = []
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return None
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def create_app() -> App:
+    """Prefect's server app (API, UI and services as its settings say), wrapped in the retry."""
+    from prefect.server.api.server import create_app as create_prefect_app
+
+    return RetryBusyDatabase(create_prefect_app())
