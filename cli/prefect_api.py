@@ -73,7 +73,14 @@ class RetryBusyDatabase:
             if not held_back:
                 await send(message)
 
-        await self.app(scope, replay, forward)
+        try:
+            # Routing writes into the scope (a mount's root path, path params): a copy per attempt.
+            await self.app(dict(scope), replay, forward)
+        except Exception:
+            # Starlette raises the error again once its handler has answered (for the server's
+            # log): a 503 held back for a retry is not the end of the request.
+            if not held_back:
+                raise
         return held_back
 
 

@@ -20,6 +20,9 @@ class ScriptedApp:
         if scope["type"] != "http":
             await send({"type": f"{scope['type']}.passed"})
             return
+        # As a router mounted under /api does: a replay must not see the first attempt's scope.
+        assert scope.get("root_path", "") == ""
+        scope["root_path"] = "/api"
         message = await receive()
         self.bodies.append(message["body"])
         status = self.statuses[min(len(self.bodies), len(self.statuses)) - 1]
