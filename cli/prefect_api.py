@@ -14,6 +14,7 @@ Run it as uvicorn's factory, in place of `prefect.server.api.server:create_app`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -39,8 +40,12 @@ class RetryBusyDatabase:
     def __init__(self, app: App, delays: tuple[float, ...] = RETRY_DELAYS_S) -> None:
         self.app = app
         self.delays = delays
+        self.warm_up_status: int | None = None
 
     async def __call__(self, scope: MutableMapping[str, Any], receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self.app(scope, receive, self.warm_before_ready(scope, send))
+            return
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -82,6 +87,56 @@ class RetryBusyDatabase:
             if not held_back:
                 raise
         return held_back
+
+    async def note_status(self, message: Message) -> None:
+        """`send` of the warm-up request: keeps its status (404 once every router was walked)."""
+        if message["type"] == "http.response.start":
+            self.warm_up_status = message["status"]
+
+    def warm_before_ready(self, lifespan: MutableMapping[str, Any], send: Send) -> Send:
+        """`send` of the lifespan, which first routes one request before it reports the server up.
+
+        FastAPI builds its routers' request models at the first request that walks them, 0.6 s
+        for Prefect's API on this 2-core machine; a command's first API call would wait for it.
+        A request to a path no route takes walks them all while the command is still importing.
+        """
+
+        async def send_when_warm(message: Message) -> None:
+            if message["type"] == "lifespan.startup.complete":
+                # A task of its own, as uvicorn runs each request (Prefect's limiter counts per task).
+                warm_up = asyncio.create_task(
+                    self.app(warm_up_scope(lifespan), empty_request, self.note_status)
+                )
+                with contextlib.suppress(Exception):  # a server that starts cold still serves
+                    await warm_up
+            await send(message)
+
+        return send_when_warm
+
+
+def warm_up_scope(lifespan: MutableMapping[str, Any]) -> dict[str, Any]:
+    """An HTTP scope for `GET /api/retrain-warm-up` (which no route takes), as uvicorn builds it."""
+    path = "/api/retrain-warm-up"
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.3"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(b"host", b"127.0.0.1")],
+        "client": ("127.0.0.1", 0),
+        "server": ("127.0.0.1", 0),
+        "state": dict(lifespan.get("state", {})),
+    }
+
+
+async def empty_request() -> Message:
+    """`receive` of a request without a body."""
+    return {"type": "http.request", "body": b"", "more_body": False}
 
 
 async def read_body(receive: Receive) -> bytes | None:

@@ -7,6 +7,7 @@ the client gets its answer at once, through Prefect's own app a 503 (and its 2 s
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 from pathlib import Path
 
@@ -66,3 +67,30 @@ def test_a_write_sqlite_turned_away_is_replayed_in_the_server(tmp_path, monkeypa
 def test_prefects_own_app_answers_the_same_write_with_503(tmp_path, monkeypatch) -> None:
     status, _, stored, writes = post_flow_with_one_locked_write(tmp_path, monkeypatch, wrap=False)
     assert status == 503 and not stored and writes == 1
+
+
+def test_prefects_app_starts_behind_the_warm_up_and_routes_at_once(tmp_path) -> None:
+    from prefect.server.api.server import create_app
+
+    app = RetryBusyDatabase(create_app(ephemeral=True, webserver_only=True, ignore_cache=True))
+
+    async def start_and_stop() -> list[str]:
+        incoming: asyncio.Queue = asyncio.Queue()
+        await incoming.put({"type": "lifespan.startup"})
+        sent: list[str] = []
+
+        async def send(message: dict) -> None:
+            sent.append(message["type"])
+            if message["type"] == "lifespan.startup.complete":
+                await incoming.put({"type": "lifespan.shutdown"})
+
+        lifespan = app({"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}, incoming.get, send)
+        # Not a timing: a start-up that never completes would otherwise wait for shutdown forever.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(lifespan, timeout=120)
+        return sent
+
+    database = f"sqlite+aiosqlite:///{tmp_path / 'prefect.db'}"
+    with temporary_settings({PREFECT_HOME: str(tmp_path), PREFECT_API_DATABASE_CONNECTION_URL: database}):
+        assert asyncio.run(start_and_stop()) == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
+    assert app.warm_up_status == 404  # routed through every router, no route took it

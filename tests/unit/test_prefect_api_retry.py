@@ -73,7 +73,37 @@ def test_other_answers_and_other_protocols_pass_through_once() -> None:
         sent = call(RetryBusyDatabase(scripted, NO_WAIT), [b"{}"])
         assert len(scripted.bodies) == 1
         assert [m.get("status") for m in sent if m["type"] == "http.response.start"] == [status]
-    for scope_type in ("websocket", "lifespan"):
-        assert call(RetryBusyDatabase(ScriptedApp([503]), NO_WAIT), [], scope_type) == [
-            {"type": f"{scope_type}.passed"}
-        ]
+    assert call(RetryBusyDatabase(ScriptedApp([503]), NO_WAIT), [], "websocket") == [
+        {"type": "websocket.passed"}
+    ]
+
+
+class LifespanApp:
+    """An ASGI app recording the requests it serves and reporting its start-up as complete."""
+
+    def __init__(self) -> None:
+        self.events: list[str] = []
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http":
+            self.events.append(f"{scope['method']} {scope['path']}")
+            await send({"type": "http.response.start", "status": 404, "headers": []})
+            await send({"type": "http.response.body", "body": b""})
+            return
+        await receive()
+        self.events.append("startup")
+        await send({"type": "lifespan.startup.complete"})
+
+
+def test_the_server_routes_one_request_before_it_reports_itself_up() -> None:
+    recorded = LifespanApp()
+    sent = []
+
+    async def receive() -> dict:
+        return {"type": "lifespan.startup"}
+
+    async def send(message: dict) -> None:
+        sent.append((message["type"], list(recorded.events)))
+
+    asyncio.run(RetryBusyDatabase(recorded, NO_WAIT)({"type": "lifespan", "state": {}}, receive, send))
+    assert sent == [("lifespan.startup.complete", ["startup", "GET /api/retrain-warm-up"])]
