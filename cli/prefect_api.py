@@ -6,7 +6,8 @@ it). Prefect's client then sleeps two seconds before it tries again. In a retrai
 happens when the tuning subflow is created while the server is recording the task runs that just
 finished: a two-second stall in about one run in four. This app retries such a request inside the
 server after a few milliseconds instead, and hands the 503 on (to the client's own back-off) only
-when the database stays locked.
+when the database stays locked. It also routes one request before it reports itself up, so the
+command's first call does not wait while FastAPI builds Prefect's routers.
 
 Run it as uvicorn's factory, in place of `prefect.server.api.server:create_app`.
 """
@@ -28,13 +29,15 @@ RETRY_DELAYS_S = (0.05, 0.1, 0.2, 0.4, 0.8)
 RETRYABLE_STATUS = 503
 
 
-class RetryBusyDatabase:
-    """ASGI middleware: replays an HTTP request the app answered with 503, after a short wait.
+class PrefectServerApp:
+    """Prefect's app behind two ASGI layers: a replay of what SQLite turned away, and a warm-up.
 
-    The request body is read once and replayed on every attempt. A response other than 503 (and
-    the last attempt's 503) streams through unchanged; websockets and the lifespan pass through.
-    Prefect answers 503 only for errors its client retries anyway, after the transaction rolled
-    back, so a replay here is the client's own retry, made sooner.
+    An HTTP request the app answered with 503 is replayed after a short wait: its body is read
+    once and replayed on every attempt. A response other than 503 (and the last attempt's 503)
+    streams through unchanged; websockets pass through. Prefect answers 503 only for errors its
+    client retries anyway, after the transaction rolled back, so a replay here is the client's
+    own retry, made sooner. Before the lifespan reports the start-up complete, one request walks
+    every router (see `warm_before_ready`).
     """
 
     def __init__(self, app: App, delays: tuple[float, ...] = RETRY_DELAYS_S) -> None:
@@ -159,4 +162,4 @@ def create_app() -> App:
     """Prefect's server app (API, UI and services as its settings say), wrapped in the retry."""
     from prefect.server.api.server import create_app as create_prefect_app
 
-    return RetryBusyDatabase(create_prefect_app())
+    return PrefectServerApp(create_prefect_app())

@@ -16,7 +16,7 @@ import pytest
 import sqlalchemy.exc
 from prefect.settings import PREFECT_API_DATABASE_CONNECTION_URL, PREFECT_HOME, temporary_settings
 
-from cli.prefect_api import RetryBusyDatabase
+from cli.prefect_api import PrefectServerApp
 
 
 def post_flow_with_one_locked_write(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, wrap: bool) -> tuple:
@@ -44,7 +44,7 @@ def post_flow_with_one_locked_write(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 
     async def exchange():
         app = create_app(ephemeral=True, webserver_only=True, ignore_cache=True)
-        served = RetryBusyDatabase(app, delays=(0.01, 0.02)) if wrap else app
+        served = PrefectServerApp(app, delays=(0.01, 0.02)) if wrap else app
         async with app.router.lifespan_context(app):
             transport = httpx.ASGITransport(app=served, raise_app_exceptions=False)
             async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
@@ -72,7 +72,7 @@ def test_prefects_own_app_answers_the_same_write_with_503(tmp_path, monkeypatch)
 def test_prefects_app_starts_behind_the_warm_up_and_routes_at_once(tmp_path) -> None:
     from prefect.server.api.server import create_app
 
-    app = RetryBusyDatabase(create_app(ephemeral=True, webserver_only=True, ignore_cache=True))
+    app = PrefectServerApp(create_app(ephemeral=True, webserver_only=True, ignore_cache=True))
 
     async def start_and_stop() -> list[str]:
         incoming: asyncio.Queue = asyncio.Queue()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from cli.prefect_api import RetryBusyDatabase
+from cli.prefect_api import PrefectServerApp
 
 NO_WAIT = (0.0, 0.0, 0.0)
 
@@ -53,7 +53,7 @@ def call(app, chunks: list[bytes], scope_type: str = "http") -> list[dict]:
 
 def test_a_locked_database_answer_is_retried_in_the_server_with_the_same_body() -> None:
     scripted = ScriptedApp([503, 503, 201])
-    sent = call(RetryBusyDatabase(scripted, NO_WAIT), [b'{"name": ', b'"tune"}'])
+    sent = call(PrefectServerApp(scripted, NO_WAIT), [b'{"name": ', b'"tune"}'])
     assert scripted.bodies == [b'{"name": "tune"}'] * 3
     assert [m.get("status") for m in sent if m["type"] == "http.response.start"] == [201]
     assert [m["body"] for m in sent if m["type"] == "http.response.body"] == [b"attempt 3"]
@@ -61,7 +61,7 @@ def test_a_locked_database_answer_is_retried_in_the_server_with_the_same_body() 
 
 def test_a_database_that_stays_locked_hands_the_last_503_to_the_client() -> None:
     scripted = ScriptedApp([503])
-    sent = call(RetryBusyDatabase(scripted, NO_WAIT), [b"{}"])
+    sent = call(PrefectServerApp(scripted, NO_WAIT), [b"{}"])
     assert len(scripted.bodies) == len(NO_WAIT) + 1
     assert [m.get("status") for m in sent if m["type"] == "http.response.start"] == [503]
     assert [m["body"] for m in sent if m["type"] == "http.response.body"] == [b"attempt 4"]
@@ -70,10 +70,10 @@ def test_a_database_that_stays_locked_hands_the_last_503_to_the_client() -> None
 def test_other_answers_and_other_protocols_pass_through_once() -> None:
     for status in (200, 404, 500):
         scripted = ScriptedApp([status])
-        sent = call(RetryBusyDatabase(scripted, NO_WAIT), [b"{}"])
+        sent = call(PrefectServerApp(scripted, NO_WAIT), [b"{}"])
         assert len(scripted.bodies) == 1
         assert [m.get("status") for m in sent if m["type"] == "http.response.start"] == [status]
-    assert call(RetryBusyDatabase(ScriptedApp([503]), NO_WAIT), [], "websocket") == [
+    assert call(PrefectServerApp(ScriptedApp([503]), NO_WAIT), [], "websocket") == [
         {"type": "websocket.passed"}
     ]
 
@@ -105,5 +105,5 @@ def test_the_server_routes_one_request_before_it_reports_itself_up() -> None:
     async def send(message: dict) -> None:
         sent.append((message["type"], list(recorded.events)))
 
-    asyncio.run(RetryBusyDatabase(recorded, NO_WAIT)({"type": "lifespan", "state": {}}, receive, send))
+    asyncio.run(PrefectServerApp(recorded, NO_WAIT)({"type": "lifespan", "state": {}}, receive, send))
     assert sent == [("lifespan.startup.complete", ["startup", "GET /api/retrain-warm-up"])]
