@@ -150,16 +150,13 @@ def start_prefect_server(
     its API URL from the server settings, not from `--port`: without PREFECT_SERVER_API_PORT it
     would call port 4200 whatever port the server listens on.
     """
-    environment = {
-        **os.environ,
+    settings = {
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_SERVER_API_HOST": "127.0.0.1",
         "PREFECT_SERVER_API_PORT": str(port),
-        "PREFECT__SERVER_FINAL": "1",
         **(env or {}),
     }
-    environment.pop("PREFECT_API_URL", None)
-    return spawn(prefect_server_command(port, "warning"), log_path, env=environment)
+    return spawn_prefect_server(port, "warning", settings, log_path)
 
 
 def start_ephemeral_api(port: int, log_path: Path | None = None) -> subprocess.Popen:
@@ -169,22 +166,26 @@ def start_ephemeral_api(port: int, log_path: Path | None = None) -> subprocess.P
     (`cli.prefect_api`), launched without importing Prefect here, so a command can start it
     before its own imports.
     """
-    environment = {
-        **os.environ,
-        "PREFECT_UI_ENABLED": "0",
-        "PREFECT__SERVER_EPHEMERAL": "1",
-        "PREFECT__SERVER_FINAL": "1",
-    }
+    settings = {"PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1"}
+    return spawn_prefect_server(port, "error", settings, log_path)
+
+
+def spawn_prefect_server(
+    port: int, log_level: str, settings: dict[str, str], log_path: Path | None
+) -> subprocess.Popen:
+    """uvicorn serving `cli.prefect_api:create_app` on 127.0.0.1:`port`, as Prefect runs its server.
+
+    Args:
+        settings: Prefect settings for the server, over this process's environment (whose
+            PREFECT_API_URL, the API a client would call, is left out).
+    """
+    environment = {**os.environ, "PREFECT__SERVER_FINAL": "1", **settings}
     environment.pop("PREFECT_API_URL", None)
-    return spawn(prefect_server_command(port, "error"), log_path, env=environment)
-
-
-def prefect_server_command(port: int, log_level: str) -> list[str]:
-    """uvicorn serving `cli.prefect_api:create_app` on 127.0.0.1:`port`, as Prefect runs its server."""
     prefect_package = Path(importlib.util.find_spec("prefect").origin).parent
     command = [sys.executable, "-m", "uvicorn", "--app-dir", str(prefect_package.parent)]
     command += ["--factory", "cli.prefect_api:create_app", "--host", "127.0.0.1"]
-    return command + ["--port", str(port), "--log-level", log_level, "--lifespan", "on"]
+    command += ["--port", str(port), "--log-level", log_level, "--lifespan", "on"]
+    return spawn(command, log_path, env=environment)
 
 
 def spawn(

@@ -19,6 +19,12 @@ from prefect.settings import PREFECT_API_DATABASE_CONNECTION_URL, PREFECT_HOME, 
 from cli.prefect_api import PrefectServerApp
 
 
+def fresh_prefect_database(tmp_path: Path) -> contextlib.AbstractContextManager:
+    """Prefect settings for a home and SQLite database of their own under `tmp_path`."""
+    database = f"sqlite+aiosqlite:///{tmp_path / 'prefect.db'}"
+    return temporary_settings({PREFECT_HOME: str(tmp_path), PREFECT_API_DATABASE_CONNECTION_URL: database})
+
+
 def post_flow_with_one_locked_write(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, wrap: bool) -> tuple:
     """POST /api/flows/ once, its first database write refused as locked.
 
@@ -52,8 +58,7 @@ def post_flow_with_one_locked_write(tmp_path: Path, monkeypatch: pytest.MonkeyPa
                 listed = await client.post("/api/flows/filter", json={})
         return created.status_code, created.json(), name in [flow["name"] for flow in listed.json()]
 
-    database = f"sqlite+aiosqlite:///{tmp_path / 'prefect.db'}"
-    with temporary_settings({PREFECT_HOME: str(tmp_path), PREFECT_API_DATABASE_CONNECTION_URL: database}):
+    with fresh_prefect_database(tmp_path):
         status, body, stored = asyncio.run(exchange())
     return status, body, stored, len(writes)
 
@@ -90,7 +95,6 @@ def test_prefects_app_starts_behind_the_warm_up_and_routes_at_once(tmp_path) -> 
             await asyncio.wait_for(lifespan, timeout=120)
         return sent
 
-    database = f"sqlite+aiosqlite:///{tmp_path / 'prefect.db'}"
-    with temporary_settings({PREFECT_HOME: str(tmp_path), PREFECT_API_DATABASE_CONNECTION_URL: database}):
+    with fresh_prefect_database(tmp_path):
         assert asyncio.run(start_and_stop()) == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
     assert app.warm_up_status == 404  # routed through every router, no route took it

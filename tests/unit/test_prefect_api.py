@@ -1,4 +1,4 @@
-"""The server-side retry of requests Prefect's API turned away with 503 (`cli.prefect_api`)."""
+"""The Prefect server app `retrain` starts (`cli.prefect_api`): its replay of 503s and its warm-up."""
 
 from __future__ import annotations
 
